@@ -1,0 +1,23 @@
+import re
+
+from setuptools import find_packages, setup
+
+with open("src/vz7native/__init__.py") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+setup(
+    name="vz7native",
+    version=VERSION,
+    description="OpenVZ/Virtuozzo 7 ploop images and containers from Python, "
+                "and a Bareos file-daemon plugin built on it",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.6",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    setup_requires=["cffi>=1.12"],
+    install_requires=["cffi>=1.12", "pyudev", "mfusepy"],
+    cffi_modules=["build_ffi.py:ffibuilder"],
+    entry_points={"console_scripts": ["vz7ploop = vz7native.cli:main"]},
+    zip_safe=False,
+)
