@@ -55,6 +55,8 @@ _GUID_RE = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                       r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
 
 _log = logging.getLogger(__name__)
+# libploop 1.15 prefixes its messages with where they were raised.
+_LOCATION_PREFIX = re.compile(r"^Error in \S+ \([^)]*\): ")
 
 
 def _verify_build():
@@ -108,6 +110,11 @@ class PloopError(Exception):
         self.message = message
         self.func = func
         self.path = path
+
+    @property
+    def detail(self):
+        """The message without 1.15's "Error in func (file.c:NN): " prefix."""
+        return _LOCATION_PREFIX.sub("", self.message) or "no message from libploop"
 
     def __str__(self):
         where = self.func

@@ -1,0 +1,257 @@
+"""``vz7ploop``: ploop's command line, in-process, with ``--json`` for scripts.
+
+Sub-commands mirror ploop(8) so ploop users feel at home. Errors print one line,
+``vz7ploop: <what failed>: <libploop message> (SYSEXIT_NAME)``, and the command
+exits with the SYSEXIT code (usage errors exit with SYSEXIT_PARAM, 38).
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+SIZE_SUFFIXES = {"": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# Exit code of usage errors, as ploop's SYSEXIT_PARAM (no libploop import needed).
+EXIT_USAGE = 38
+
+
+def parse_size(text):
+    """Bytes for ``SIZE``: a number of 512-byte sectors, or a number with K/M/G/T."""
+    match = re.match(r"^(\d+)([KMGT]?)B?$", text.strip(), re.I)
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            "invalid size %r (sectors, or a number with K, M, G or T)" % text)
+    return int(match.group(1)) * SIZE_SUFFIXES[match.group(2).upper()]
+
+
+def _write(text):
+    """Print text that may hold undecodable path bytes (as surrogate escapes)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:
+        sys.stdout.write(text + "\n")
+        return
+    out.write(text.encode(sys.getfilesystemencoding(), "surrogateescape") + b"\n")
+    out.flush()
+
+
+def _human(size):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return ("%d %s" % (size, unit)) if unit == "bytes" else ("%.1f %s" % (size, unit))
+        size /= 1024.0
+
+
+def _fs(path):
+    return None if path is None else os.fsdecode(path)
+
+
+def _snapshot_dict(snapshot):
+    return {"guid": snapshot.guid, "parent_guid": snapshot.parent_guid,
+            "temporary": snapshot.temporary, "file": _fs(snapshot.file),
+            "current": snapshot.current}
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_init(args, ploop):
+    fstype = None if args.type == "none" else args.type
+    dd = ploop.create_image(args.image, args.size, fmt=args.format, fstype=fstype,
+                            version=args.version, cluster_size=args.blocksize)
+    _write(os.fsdecode(dd))
+
+
+def cmd_snapshot(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        _write(disk.create_snapshot(args.uuid))
+
+
+def cmd_snapshot_list(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        snapshots = disk.snapshots
+    if args.json:
+        _write(json.dumps([_snapshot_dict(s) for s in snapshots], indent=2))
+        return
+    _write("%-38s %s %-38s %s" % ("PARENT_UUID", "C", "UUID", "FNAME"))
+    for s in snapshots:
+        flags = "*" if s.current else ("T" if s.temporary else " ")
+        _write("%-38s %s %-38s %s" % (s.parent_guid, flags, s.guid, _fs(s.file)))
+
+
+def cmd_snapshot_delete(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        disk.delete_snapshot(args.uuid)
+
+
+def cmd_snapshot_merge(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        disk.merge_snapshot(args.uuid, merge_all=args.all)
+
+
+def cmd_snapshot_switch(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        disk.switch_snapshot(args.uuid)
+
+
+def cmd_info(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        device = disk.device()
+        info = {
+            "descriptor": _fs(disk.path),
+            "size": disk.size,
+            "cluster_size": disk.cluster_size,
+            "format_version": disk.format_version,
+            "mode": disk.mode,
+            "top_guid": disk.top_guid,
+            "top_delta": _fs(disk.top_delta),
+            "base_delta": _fs(disk.base_delta),
+            "images": {g: _fs(f) for g, f in disk.images.items()},
+            "snapshots": [_snapshot_dict(s) for s in disk.snapshots],
+            "device": _fs(device),
+            "mount_point": _fs(disk.mount_point()) if device else None,
+        }
+    if args.json:
+        _write(json.dumps(info, indent=2))
+        return
+    _write("descriptor:   %s" % info["descriptor"])
+    _write("size:         %s (%d bytes)" % (_human(info["size"]), info["size"]))
+    _write("cluster:      %s" % _human(info["cluster_size"]))
+    _write("format:       ploop1 v%d, %s" % (info["format_version"], info["mode"]))
+    _write("top delta:    %s" % info["top_delta"])
+    _write("base delta:   %s" % info["base_delta"])
+    _write("snapshots:    %d" % len(info["snapshots"]))
+    _write("device:       %s" % (info["device"] or "none (not mounted)"))
+    if info["mount_point"]:
+        _write("mounted at:   %s" % info["mount_point"])
+
+
+def cmd_mount(args, ploop):
+    with ploop.Disk.open(args.dd) as disk:
+        mount = disk.mount(args.mount_point, readonly=args.readonly, guid=args.uuid,
+                           component=args.component)
+        _write(os.fsdecode(mount.partition))
+
+
+def cmd_umount(args, ploop):
+    if args.mount_point:
+        ploop.umount_mount_point(args.mount_point)
+    else:
+        with ploop.Disk.open(args.dd) as disk:
+            disk.umount()
+
+
+def _what(args):
+    """'<what failed>' of the error line."""
+    target = getattr(args, "dd", None) or getattr(args, "image", None) or \
+        getattr(args, "mount_point", None)
+    what = {
+        "init": "cannot create image %s",
+        "snapshot": "cannot create a snapshot of %s",
+        "snapshot-list": "cannot list the snapshots of %s",
+        "snapshot-delete": "cannot delete snapshot %s of %%s" % getattr(args, "uuid", ""),
+        "snapshot-merge": "cannot merge snapshots of %s",
+        "snapshot-switch": "cannot switch %%s to snapshot %s" % getattr(args, "uuid", ""),
+        "info": "cannot read %s",
+        "mount": "cannot mount %s",
+        "umount": "cannot unmount %s",
+    }.get(args.command, args.command + " %s")
+    return what % (target if target is not None else "")
+
+
+# -- parser --------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, "%s: %s\n" % (self.prog, message))
+
+
+def build_parser():
+    parser = _Parser(prog="vz7ploop", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-file", help="append libploop's own log to this file")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", cmd_init, "create a ploop image and its DiskDescriptor.xml")
+    p.add_argument("-s", "--size", type=parse_size, required=True,
+                   help="virtual size: sectors, or a number with K/M/G/T")
+    p.add_argument("-f", "--format", choices=("expanded", "preallocated", "raw"),
+                   default="expanded")
+    p.add_argument("-t", "--type", choices=("none", "ext4"), default="ext4",
+                   help="filesystem to create (ext4 needs the ploop kernel driver)")
+    p.add_argument("-v", "--version", type=int, choices=(1, 2), help="ploop1 format version")
+    p.add_argument("-b", "--blocksize", type=parse_size, help="cluster size (default 1M)")
+    p.add_argument("image", help="image file to create, e.g. /vz/private/ID/root.hdd/root.hds")
+
+    p = command("snapshot", cmd_snapshot, "take a snapshot; prints its GUID")
+    p.add_argument("-u", "--uuid", help="GUID for the snapshot (default: generated)")
+    p.add_argument("dd", help="DiskDescriptor.xml")
+
+    p = command("snapshot-list", cmd_snapshot_list, "list the snapshot tree")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("dd")
+
+    p = command("snapshot-delete", cmd_snapshot_delete,
+                "delete a snapshot (its child is merged into it)")
+    p.add_argument("-u", "--uuid", required=True)
+    p.add_argument("dd")
+
+    p = command("snapshot-merge", cmd_snapshot_merge,
+                "merge a snapshot (default: the top) into its parent")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-u", "--uuid")
+    group.add_argument("-A", "--all", action="store_true", help="merge everything into the base")
+    p.add_argument("dd")
+
+    p = command("snapshot-switch", cmd_snapshot_switch, "switch the top to a snapshot")
+    p.add_argument("-u", "--uuid", required=True)
+    p.add_argument("dd")
+
+    p = command("info", cmd_info, "show the disk's geometry, deltas and state")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("dd")
+
+    p = command("mount", cmd_mount, "mount the disk through the ploop kernel driver")
+    p.add_argument("-r", "--readonly", action="store_true")
+    p.add_argument("-u", "--uuid", help="snapshot to mount (default: the top)")
+    p.add_argument("-c", "--component", help="component name for the device")
+    p.add_argument("-m", "--mount-point", required=True)
+    p.add_argument("dd")
+
+    p = command("umount", cmd_umount, "unmount by mount point or by DiskDescriptor.xml")
+    p.add_argument("-m", "--mount-point")
+    p.add_argument("dd", nargs="?")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "umount" and bool(args.mount_point) == bool(args.dd):
+        parser.error("umount takes -m DIR or a DiskDescriptor.xml")
+    from vz7native import ploop
+
+    try:
+        if args.log_file:
+            ploop.set_log_file(args.log_file)
+        args.func(args, ploop)
+    except ploop.PloopError as e:
+        if args.debug:
+            raise
+        sys.stderr.write("vz7ploop: %s: %s (%s)\n" % (_what(args), e.detail, e.name))
+        return (e.code & 0xff) or 1
+    except (OSError, ValueError) as e:
+        if args.debug:
+            raise
+        sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
