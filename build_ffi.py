@@ -199,7 +199,7 @@ static const int VZ7N_HAVE_FSLABEL;
 static const int VZ7N_HAVE_CBT;
 
 /* Shims over what differs between 1.15 and 7.0.x, and process-wide helpers. */
-int vz7n_read_dd(struct ploop_disk_images_data *di);
+int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path);
 int vz7n_set_fslabel(struct ploop_create_param *param, char *label);
 int vz7n_set_snapshot_cbt(struct ploop_snapshot_param *param, char *cbt_uuid);
 int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
@@ -219,14 +219,24 @@ static const char *const VZ7N_LIBPLOOP_VERSION = "%(libploop_version)s";
 static const char *const VZ7N_HEADER_PATH = "%(header_path)s";
 static const char *const VZ7N_HEADER_FLAVOR = "%(flavor)s";
 
-/* Re-read DiskDescriptor.xml into di. 1.15 has no ploop_read_dd, but every
- * locked getter re-reads the descriptor. */
-int vz7n_read_dd(struct ploop_disk_images_data *di)
+/* Re-read DiskDescriptor.xml (at path, di's own file) into di. 1.15 has no
+ * ploop_read_dd, but every locked getter re-reads the descriptor; it reports a
+ * descriptor it cannot parse as a lock failure, so parse it first on its own
+ * (that parser answers -1 with the parser's message) and report that case as
+ * SYSEXIT_DISKDESCR. */
+int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path)
 {
 #if VZ7N_HAVE_READ_DD
+    (void)path;
     return ploop_read_dd(di);
 #else
+    struct ploop_disk_images_data *parsed = NULL;
     char buf[4096];
+    int rc = ploop_read_disk_descr(&parsed, path);
+    if (parsed != NULL)
+        ploop_free_diskdescriptor(parsed);
+    if (rc != 0)
+        return SYSEXIT_DISKDESCR;
     return ploop_get_top_delta_fname(di, buf, sizeof(buf));
 #endif
 }

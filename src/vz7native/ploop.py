@@ -589,7 +589,7 @@ class Disk(object):
 
     def _read(self):
         di = self._di()
-        _call("vz7n_read_dd", di, path=self.path)
+        _call("vz7n_read_dd", di, _path_buffer(self.path), path=self.path)
         spec = ffi.new("struct ploop_spec *")
         _call("ploop_get_spec", di, spec, path=self.path)
         self._state = _State(di, spec)
