@@ -220,10 +220,10 @@ static const char *const VZ7N_HEADER_PATH = "%(header_path)s";
 static const char *const VZ7N_HEADER_FLAVOR = "%(flavor)s";
 
 /* Re-read DiskDescriptor.xml (at path, di's own file) into di. 1.15 has no
- * ploop_read_dd, but every locked getter re-reads the descriptor; it reports a
- * descriptor it cannot parse as a lock failure, so parse it first on its own
- * (that parser answers -1 with the parser's message) and report that case as
- * SYSEXIT_DISKDESCR. */
+ * ploop_read_dd, but every locked getter re-reads the descriptor. It reports a
+ * descriptor it cannot parse as a lock failure, so on that failure the file is
+ * parsed on its own (that parser answers -1 and leaves its message) to tell a
+ * broken descriptor (SYSEXIT_DISKDESCR) from a lock that was not granted. */
 int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path)
 {
 #if VZ7N_HAVE_READ_DD
@@ -232,12 +232,14 @@ int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path)
 #else
     struct ploop_disk_images_data *parsed = NULL;
     char buf[4096];
-    int rc = ploop_read_disk_descr(&parsed, path);
+    int rc = ploop_get_top_delta_fname(di, buf, sizeof(buf));
+    if (rc != SYSEXIT_LOCK)
+        return rc;
+    if (ploop_read_disk_descr(&parsed, path) != 0)
+        rc = SYSEXIT_DISKDESCR;
     if (parsed != NULL)
         ploop_free_diskdescriptor(parsed);
-    if (rc != 0)
-        return SYSEXIT_DISKDESCR;
-    return ploop_get_top_delta_fname(di, buf, sizeof(buf));
+    return rc;
 #endif
 }
 

@@ -301,10 +301,12 @@ def test_descriptor_pointing_to_a_missing_delta(disk):
     missing = disk.top_delta
     disk.close()
     os.unlink(missing)
-    with pytest.raises(ploop.OpenError) as info:
-        ploop.Disk.open(disk.path)
-    assert info.value.code == lib.SYSEXIT_OPEN
-    assert os.fsdecode(missing) in info.value.message
+    with ploop.Disk.open(disk.path) as again:
+        for operation in (lambda: again.format_version, again.create_snapshot):
+            with pytest.raises(ploop.OpenError) as info:
+                operation()
+            assert info.value.code == lib.SYSEXIT_OPEN
+            assert os.fsdecode(missing) in info.value.message
 
 
 def test_messages_are_per_call_and_never_stale(disk):

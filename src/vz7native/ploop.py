@@ -508,10 +508,11 @@ FsInfo = collections.namedtuple("FsInfo", "block_size blocks blocks_free inodes 
 
 
 class _State(object):
-    """What one read of DiskDescriptor.xml (plus the top header) says."""
+    """What one read of DiskDescriptor.xml says."""
 
-    def __init__(self, di, spec):
+    def __init__(self, di):
         self.size = di.size * SECTOR_SIZE
+        self.cluster_size = di.blocksize * SECTOR_SIZE
         self.mode = _MODE_NAMES.get(di.mode, str(di.mode))
         self.top_guid = _string(di.top_guid).decode("ascii")
         self.images = collections.OrderedDict(
@@ -525,8 +526,8 @@ class _State(object):
                                       bool(s.temporary), self.images.get(guid),
                                       guid == self.top_guid))
         self.snapshots = snapshots
-        self.cluster_size = (spec.blocksize or di.blocksize) * SECTOR_SIZE
-        self.format_version = spec.fmt_version
+        # From the top delta's header, read only when asked for.
+        self.format_version = None
 
 
 class Disk(object):
@@ -590,9 +591,7 @@ class Disk(object):
     def _read(self):
         di = self._di()
         _call("vz7n_read_dd", di, _path_buffer(self.path), path=self.path)
-        spec = ffi.new("struct ploop_spec *")
-        _call("ploop_get_spec", di, spec, path=self.path)
-        self._state = _State(di, spec)
+        self._state = _State(di)
         return self._state
 
     def _current(self):
@@ -619,8 +618,14 @@ class Disk(object):
 
     @property
     def format_version(self):
-        """ploop1 format version of the top delta (1 or 2)."""
-        return self._current().format_version
+        """ploop1 format version of the top delta (1 or 2; 0 for raw images)."""
+        with self._lock:
+            state = self._current()
+            if state.format_version is None:
+                spec = ffi.new("struct ploop_spec *")
+                _call("ploop_get_spec", self._di(), spec, path=self.path)
+                state.format_version = spec.fmt_version
+            return state.format_version
 
     @property
     def mode(self):
