@@ -72,3 +72,29 @@ def convert_to_raw(dd, fake_v2=False):
     descriptor = read_descriptor(dd)
     assert descriptor.mode == "raw" and len(descriptor.images) == 1, descriptor.images
     return descriptor.chain()[0].file
+
+
+def libploop_snapshot(dd, fake_v2=False):
+    """Take a snapshot with libploop (offline, through the binding); returns its GUID."""
+    code = "with ploop.Disk.open(args[0]) as disk: print(disk.create_snapshot())"
+    return run_binding(code, dd, fake_v2=fake_v2).split()[-1]
+
+
+def libploop_merge(dd, fake_v2=False):
+    """Merge the top delta into its parent with libploop."""
+    run_binding("with ploop.Disk.open(args[0]) as disk: disk.merge_snapshot()", dd,
+                fake_v2=fake_v2)
+
+
+def snapshotted_image(old_raw, new_raw, target_dir, version=1):
+    """An image whose snapshot shows ``old_raw`` and whose live top shows ``new_raw``.
+
+    import_raw of the old disk (format ``version``), a libploop snapshot, then
+    write_clusters of the new disk into the top. Returns (descriptor, snapshot GUID).
+    """
+    from vz7native import image
+
+    dd = image.import_raw(old_raw, target_dir, version=version)
+    guid = libploop_snapshot(dd, fake_v2=version == 2)
+    image.write_clusters(dd, new_raw)
+    return dd, guid

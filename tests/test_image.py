@@ -437,6 +437,37 @@ def test_a_closed_disk_refuses_reads(tmp_path, raw_disk):
         disk.read(0, 10)
 
 
+def test_close_waits_for_reads_in_flight(tmp_path, raw_disk, monkeypatch):
+    raw_path, content = raw_disk
+    disk = image.open_virtual_disk(imported(raw_path, tmp_path))
+    entered, release = threading.Event(), threading.Event()
+    real_pread, real_preadv = os.pread, reader_module._preadv
+
+    def held(real):
+        def read(*args):
+            entered.set()
+            release.wait(10)
+            return real(*args)
+        return read
+
+    monkeypatch.setattr(reader_module.os, "pread", held(real_pread))
+    if real_preadv is not None:
+        monkeypatch.setattr(reader_module, "_preadv", held(real_preadv))
+    result = []
+    reading = threading.Thread(target=lambda: result.append(disk.read(0, 3 * MiB)))
+    closing = threading.Thread(target=disk.close)
+    reading.start()
+    assert entered.wait(10)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive(), "close() must wait for the read in flight"
+    release.set()
+    reading.join(10)
+    closing.join(10)
+    assert result == [content[:3 * MiB]]
+    assert all(d.fd == -1 for d in disk.deltas)
+
+
 # -- GPT ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

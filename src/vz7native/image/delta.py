@@ -21,6 +21,7 @@ VERSION_SIGNATURES = {v: s for s, v in SIGNATURES.items()}
 IMAGE_TYPE_COMPRESSED = 2
 IN_USE_MAGIC = 0x746F6E59  # "Ynot": the kernel has the delta open read-write
 FLAG_EMPTY = 1
+FLAG_FORMAT_CONVERSION = 2  # a v1 -> v2 conversion is under way (or was interrupted)
 # Bounds libploop puts on the cluster size (is_valid_blocksize).
 MIN_CLUSTER_SIZE = 32 << 10
 MAX_CLUSTER_SIZE = 64 << 20

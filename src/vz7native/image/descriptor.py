@@ -220,7 +220,8 @@ def read_descriptor(path):
                               % (show(dd), len(images), len(snapshots)))
     if raw:
         # libploop marks every image Plain in raw mode; only the base is raw.
-        bases = {guid_key(s.guid) for s in snapshots if guid_key(s.parent_guid) == guid_key(NULL_GUID)}
+        bases = {guid_key(s.guid) for s in snapshots
+                 if guid_key(s.parent_guid) == guid_key(NULL_GUID)}
         for guid, entry in images.items():
             images[guid] = entry._replace(
                 kind="Plain" if guid_key(guid) in bases else "Compressed")

@@ -1,5 +1,6 @@
 """The virtual disk of one snapshot: its delta chain read as one flat disk."""
 import os
+import threading
 
 from vz7native.image.delta import open_delta
 from vz7native.image.descriptor import DiskDescriptor, fspath, read_descriptor, show
@@ -22,8 +23,9 @@ class VirtualDisk(object):
     :class:`~vz7native.image.delta.Delta` objects, top first).
 
     Reads are thread-safe: they use ``os.pread`` only, on fds opened read-only,
-    and the BATs are read once at open. A run of clusters that lie back to back
-    in one delta file is read with one ``pread``.
+    and the BATs are read once at open. :meth:`close` waits for reads in
+    flight, so a read never lands on a reused fd. A run of clusters that lie
+    back to back in one delta file is read with one ``pread``.
     """
 
     def __init__(self, descriptor, guid, deltas, size):
@@ -37,6 +39,8 @@ class VirtualDisk(object):
         self._layers = tuple(
             (d.fd, getattr(d, "bat", None), getattr(d, "unit", 0), d.file, d.file_size)
             for d in deltas)
+        self._state = threading.Condition()
+        self._reads_in_flight = 0
 
     def __enter__(self):
         return self
@@ -53,8 +57,11 @@ class VirtualDisk(object):
         return self._layers is None
 
     def close(self):
-        """Close the delta files (a second call does nothing)."""
-        self._layers = None
+        """Close the delta files once no read is running (a second call does nothing)."""
+        with self._state:
+            self._layers = None
+            while self._reads_in_flight:
+                self._state.wait()
         for delta in self.deltas:
             delta.close()
 
@@ -64,6 +71,9 @@ class VirtualDisk(object):
         layers = self._layers
         if layers is None:
             raise ValueError("read from a closed VirtualDisk")
+        return self._locate(layers, cluster)
+
+    def _locate(self, layers, cluster):
         for index, (_, bat, unit, _, file_size) in enumerate(layers):
             if bat is None:
                 offset = cluster * self.cluster_size
@@ -88,18 +98,32 @@ class VirtualDisk(object):
             raise ValueError("negative offset %d" % offset)
         view = memoryview(buffer).cast("B")
         end = min(offset + len(view), self.size)
-        if offset >= end:
-            return 0
+        with self._state:
+            layers = self._layers
+            if layers is None:
+                raise ValueError("read from a closed VirtualDisk")
+            self._reads_in_flight += 1
+        try:
+            if offset < end:
+                self._read_range(layers, view, offset, end)
+        finally:
+            with self._state:
+                self._reads_in_flight -= 1
+                if not self._reads_in_flight:
+                    self._state.notify_all()
+        return max(0, end - offset)
+
+    def _read_range(self, layers, view, offset, end):
         cs = self.cluster_size
         pos = offset
         cluster = pos // cs
-        layer, file_offset = self.locate(cluster)
+        layer, file_offset = self._locate(layers, cluster)
         while pos < end:
             # Extend the run while the next cluster continues it in the same place.
             run_end = min((cluster + 1) * cs, end)
             next_cluster = cluster + 1
             while run_end < end:
-                next_layer, next_offset = self.locate(next_cluster)
+                next_layer, next_offset = self._locate(layers, next_cluster)
                 if next_layer != layer or (
                         layer is not None and
                         next_offset != file_offset + (next_cluster - cluster) * cs):
@@ -112,10 +136,9 @@ class VirtualDisk(object):
             if layer is None:
                 self._fill_zeros(target)
             else:
-                self._pread_into(layer, target, file_offset + pos - cluster * cs)
+                self._pread_into(layers[layer], target, file_offset + pos - cluster * cs)
             pos, cluster = run_end, next_cluster
             layer, file_offset = next_layer, next_offset
-        return end - offset
 
     def _fill_zeros(self, target):
         zeros = self._zeros
@@ -124,7 +147,7 @@ class VirtualDisk(object):
             chunk[:] = zeros[:len(chunk)]
 
     def _pread_into(self, layer, target, file_offset):
-        fd, bat, _, file, file_size = self._layers[layer]
+        fd, bat, _, file, _ = layer
         done = 0
         while done < len(target):
             if _preadv is not None:

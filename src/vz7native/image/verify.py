@@ -7,7 +7,8 @@ import collections
 import errno
 import os
 
-from vz7native.image.delta import MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE, open_delta
+from vz7native.image.delta import (FLAG_FORMAT_CONVERSION, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
+                                   open_delta)
 from vz7native.image.descriptor import (NULL_GUID, descriptor_path, guid_key,
                                         read_descriptor, show)
 from vz7native.image.errors import ImageError
@@ -115,6 +116,8 @@ def _check_delta(descriptor, entry, problems):
             if delta.header.first_block_offset % cs:
                 problems.append("%s: data starts at byte %d, not on a cluster boundary"
                                 % (name, delta.header.first_block_offset))
+            if delta.header.flags & FLAG_FORMAT_CONVERSION:
+                problems.append("%s: a format version conversion did not finish" % name)
             if delta.in_use:
                 problems.append("%s: marked in use (open read-write by the kernel, or not "
                                 "closed cleanly)" % name)

@@ -271,6 +271,8 @@ def _write_changes(vdisk, raw_fd, top, top_fd):
         elif bat[index]:
             _pwrite_all(top_fd, data, bat[index] * unit)
         else:
+            if end // unit > 0xFFFFFFFF:
+                raise ImageError("%s is full: a v1 delta cannot grow past 2 TiB" % show(top.file))
             _pwrite_all(top_fd, data, end)
             bat[index] = end // unit
             end += cs
