@@ -20,7 +20,7 @@ import tempfile
 
 from vz7native.image.descriptor import SECTOR_SIZE, fspath, show
 from vz7native.image.errors import ImageError, ToolError
-from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, _check_cluster_size, import_raw
+from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, check_cluster_size, import_raw
 
 FS_BLOCK_SIZE = 4096
 # Enough for the GPT, one cluster of alignment and a small ext4 with a journal.
@@ -62,7 +62,7 @@ def make_ct_raw_disk(source_dir, size, raw_path, cluster_size=DEFAULT_CLUSTER_SI
     from vz7native.image.gpt import find_partition
     from vz7native.image.reader import RawDiskFile
 
-    _check_cluster_size(cluster_size)
+    check_cluster_size(cluster_size)
     source_dir, raw_path = fspath(source_dir), fspath(raw_path)
     if not os.path.isdir(source_dir):
         raise ImageError("%s is not a directory" % show(source_dir))

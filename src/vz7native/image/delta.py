@@ -11,7 +11,7 @@ import os
 import struct
 import sys
 
-from vz7native.image.descriptor import SECTOR_SIZE, chs_geometry, show
+from vz7native.image.descriptor import SECTOR_SIZE, chs_geometry, round_up, show
 from vz7native.image.errors import FormatError
 
 HEADER = struct.Struct("<16sIIIIIQIII8s")
@@ -29,19 +29,14 @@ MAX_CLUSTER_SIZE = 64 << 20
 PROBLEM_DETAIL_LIMIT = 10
 
 
-def _round_up(value, unit):
-    return -(-value // unit) * unit
-
-
 def metadata_size(clusters, cluster_size):
     """Bytes of header plus BAT, padded to whole clusters."""
-    return _round_up(HEADER.size + 4 * clusters, cluster_size)
+    return round_up(HEADER.size + 4 * clusters, cluster_size)
 
 
-def _bat_from_bytes(data):
-    bat = array.array("I")
-    if bat.itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte unsigned int
-        bat = array.array("L")
+def bat_from_bytes(data):
+    """A BAT as an array of u32 from its on-disk (little-endian) bytes."""
+    bat = array.array("I")  # 4 bytes on every Linux ABI
     bat.frombytes(data)
     if sys.byteorder != "little":
         bat.byteswap()
@@ -75,7 +70,7 @@ class Header(object):
     @classmethod
     def for_disk(cls, size, cluster_size, version):
         """The header libploop writes for a new, empty delta of ``size`` bytes."""
-        size = _round_up(size, cluster_size)
+        size = round_up(size, cluster_size)
         cylinders, heads, _ = chs_geometry(size // SECTOR_SIZE)
         clusters = size // cluster_size
         return cls(version, heads, cylinders, cluster_size, clusters, size, False,
@@ -177,7 +172,7 @@ class Ploop1Delta(Delta):
         if len(data) != bat_bytes:
             raise FormatError("%s: short read of the BAT (%d of %d bytes)"
                               % (show(file), len(data), bat_bytes))
-        self.bat = _bat_from_bytes(data)
+        self.bat = bat_from_bytes(data)
         self.allocated = len(self.bat) - self.bat.count(0)
 
     def layout_problems(self):
@@ -229,10 +224,32 @@ class RawDelta(Delta):
     def __init__(self, guid, file, fd, cluster_size):
         super(RawDelta, self).__init__(guid, file, fd, cluster_size)
         self.size = self.file_size - self.file_size % SECTOR_SIZE
-        self.allocated = -(-self.file_size // cluster_size)
+        self.allocated = round_up(self.file_size, cluster_size) // cluster_size
 
     def layout_problems(self):
         return []
+
+
+def descriptor_problems(delta, descriptor):
+    """How ``delta`` disagrees with its :class:`DiskDescriptor` (list of strings):
+    cluster size, and disk size (the top must match, a snapshot below a later
+    grow may be smaller)."""
+    name = show(delta.file)
+    is_top = delta.guid == descriptor.top_guid
+    if delta.kind == "Plain":
+        if is_top and delta.size < descriptor.size:
+            return ["%s: the raw image has %d bytes, the descriptor says the disk has %d"
+                    % (name, delta.size, descriptor.size)]
+        return []
+    problems = []
+    if delta.cluster_size != descriptor.cluster_size:
+        problems.append("%s: %d-byte clusters, the descriptor says %d"
+                        % (name, delta.cluster_size, descriptor.cluster_size))
+    expected = round_up(descriptor.size, delta.cluster_size)
+    if delta.size > expected or (is_top and delta.size != expected):
+        problems.append("%s: the header says the disk has %d bytes, the descriptor %d"
+                        % (name, delta.size, descriptor.size))
+    return problems
 
 
 def _summarise(problems, what, file):

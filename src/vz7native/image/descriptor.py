@@ -40,6 +40,11 @@ Shot.__doc__ = """One node of the snapshot tree: ``parent_guid`` is NULL_GUID fo
 base; ``temporary`` marks a temporary snapshot (``<Temporary/>``)."""
 
 
+def round_up(value, unit):
+    """``value`` rounded up to a multiple of ``unit``."""
+    return -(-value // unit) * unit
+
+
 def fspath(path):
     """``path`` (str, bytes or path-like) as bytes, refusing NUL bytes."""
     data = os.fsencode(path)
@@ -103,7 +108,7 @@ class DiskDescriptor(object):
         """Parent GUID of ``guid`` (NULL_GUID for the base)."""
         guid = self.resolve_guid(guid)
         for shot in self.snapshots:
-            if shot.guid == guid:
+            if guid_key(shot.guid) == guid_key(guid):
                 return shot.parent_guid
         raise DescriptorError("%s: image %s has no <Shot> entry" % (show(self.path), guid))
 
@@ -120,7 +125,7 @@ class DiskDescriptor(object):
                 entries.append(self.images[self.resolve_guid(guid)])
             except SnapshotNotFound:
                 raise DescriptorError("%s: snapshot %s names parent %s, which has no image"
-                                      % (show(self.path), entries[-1].guid, guid))
+                                      % (show(self.path), entries[-1].guid, guid)) from None
             guid = self.parent_of(guid)
         return entries
 
@@ -141,7 +146,7 @@ def _number(node, name, dd, required=True):
     try:
         return int(text, 0)
     except ValueError:
-        raise DescriptorError("%s: <%s> is not a number: %r" % (show(dd), name, text))
+        raise DescriptorError("%s: <%s> is not a number: %r" % (show(dd), name, text)) from None
 
 
 def read_descriptor(path):
@@ -154,9 +159,9 @@ def read_descriptor(path):
         with open(dd, "rb") as f:
             root = ElementTree.parse(f).getroot()
     except OSError as e:
-        raise DescriptorError("cannot read %s: %s" % (show(dd), e.strerror or e))
+        raise DescriptorError("cannot read %s: %s" % (show(dd), e.strerror or e)) from None
     except ElementTree.ParseError as e:
-        raise DescriptorError("%s is not well-formed XML: %s" % (show(dd), e))
+        raise DescriptorError("%s is not well-formed XML: %s" % (show(dd), e)) from None
     if root.tag not in ROOT_ELEMENTS:
         raise DescriptorError("%s: root element <%s> is neither <%s> nor <%s>"
                               % ((show(dd), root.tag) + ROOT_ELEMENTS))
@@ -234,7 +239,7 @@ def read_descriptor(path):
     try:
         descriptor.top_guid = descriptor.resolve_guid(top_guid)
     except SnapshotNotFound:
-        raise DescriptorError("%s: <TopGUID> %s has no image" % (show(dd), top_guid))
+        raise DescriptorError("%s: <TopGUID> %s has no image" % (show(dd), top_guid)) from None
     return descriptor
 
 

@@ -2,17 +2,13 @@
 import os
 import threading
 
-from vz7native.image.delta import open_delta
+from vz7native.image.delta import descriptor_problems, open_delta
 from vz7native.image.descriptor import DiskDescriptor, fspath, read_descriptor, show
 from vz7native.image.errors import FormatError, ImageError
 
 _preadv = getattr(os, "preadv", None)  # Python 3.7+: read straight into the caller's buffer
 # Zero runs are filled from a shared block of at most this many bytes.
 _ZERO_BLOCK = 1 << 20
-
-
-def _round_up(value, unit):
-    return -(-value // unit) * unit
 
 
 class VirtualDisk(object):
@@ -230,18 +226,9 @@ def _chain_size(descriptor, deltas):
         if delta.cluster_size != top.cluster_size:
             raise FormatError("%s has %d-byte clusters, but %s above it has %d" % (
                 show(delta.file), delta.cluster_size, show(top.file), top.cluster_size))
-    if top.kind == "Plain":
-        if top.guid == descriptor.top_guid and top.size < descriptor.size:
-            raise FormatError("raw image %s has %d bytes, but %s says the disk has %d" % (
-                show(top.file), top.size, show(descriptor.path), descriptor.size))
-        return descriptor.size if top.guid == descriptor.top_guid else top.size
-    if top.cluster_size != descriptor.cluster_size:
-        raise FormatError("%s has %d-byte clusters, but %s says %d" % (
-            show(top.file), top.cluster_size, show(descriptor.path),
-            descriptor.cluster_size))
-    # A snapshot below a later grow may be smaller than the descriptor; the top must match.
-    expected = _round_up(descriptor.size, top.cluster_size)
-    if top.size > expected or (top.guid == descriptor.top_guid and top.size != expected):
-        raise FormatError("%s describes a disk of %d bytes, but %s says %d" % (
-            show(top.file), top.size, show(descriptor.path), descriptor.size))
+    problems = descriptor_problems(top, descriptor)
+    if problems:
+        raise FormatError("; ".join(problems))
+    if top.kind == "Plain" and top.guid == descriptor.top_guid:
+        return descriptor.size
     return top.size

@@ -8,7 +8,7 @@ import errno
 import os
 
 from vz7native.image.delta import (FLAG_FORMAT_CONVERSION, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
-                                   open_delta)
+                                   descriptor_problems, open_delta)
 from vz7native.image.descriptor import (NULL_GUID, descriptor_path, guid_key,
                                         read_descriptor, show)
 from vz7native.image.errors import ImageError
@@ -81,35 +81,20 @@ def _check_delta(descriptor, entry, problems):
     """Open and check one delta; returns its DeltaReport."""
     try:
         delta = open_delta(entry, descriptor.cluster_size)
-    except OSError as e:
-        problems.append("%s: cannot open: %s" % (show(entry.file), e.strerror or e))
+    except (OSError, ImageError) as e:
+        problems.append("%s: cannot open: %s" % (show(entry.file), e.strerror or e)
+                        if isinstance(e, OSError) else str(e))
         return DeltaReport(entry.guid, entry.file, entry.kind, None, None, None, None, 0,
-                           None)
-    except ImageError as e:
-        problems.append(str(e))
-        size = os.path.getsize(entry.file) if os.path.exists(entry.file) else None
-        return DeltaReport(entry.guid, entry.file, entry.kind, None, None, None, size, 0,
                            None)
     try:
         name = show(delta.file)
         problems.extend(delta.layout_problems())
+        problems.extend(descriptor_problems(delta, descriptor))
         cs = delta.cluster_size
-        is_top = entry.guid == descriptor.top_guid
-        if delta.kind == "Plain":
-            if is_top and delta.size < descriptor.size:
-                problems.append("%s: raw image has %d bytes, the descriptor says %d"
-                                % (name, delta.size, descriptor.size))
-        else:
-            if cs != descriptor.cluster_size:
-                problems.append("%s: %d-byte clusters, the descriptor says %d"
-                                % (name, cs, descriptor.cluster_size))
+        if delta.kind != "Plain":
             if not MIN_CLUSTER_SIZE <= cs <= MAX_CLUSTER_SIZE:
                 problems.append("%s: %d-byte clusters are outside what libploop accepts "
                                 "(%d to %d)" % (name, cs, MIN_CLUSTER_SIZE, MAX_CLUSTER_SIZE))
-            expected = -(-descriptor.size // cs) * cs
-            if delta.size > expected or (is_top and delta.size != expected):
-                problems.append("%s: header says the disk has %d bytes, the descriptor %d"
-                                % (name, delta.size, descriptor.size))
             if delta.file_size % cs:
                 problems.append("%s: file length %d is not a whole number of %d-byte clusters"
                                 % (name, delta.file_size, cs))

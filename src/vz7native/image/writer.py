@@ -3,15 +3,16 @@
 Both write what libploop writes itself: whole clusters, no holes, the header
 and BAT padded to whole clusters, data first and the BAT last, then fsync.
 """
+import array
 import contextlib
 import errno
 import fcntl
 import os
 
 from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
-                                   Header, _bat_from_bytes, bat_to_bytes)
+                                   Header, bat_from_bytes, bat_to_bytes)
 from vz7native.image.descriptor import (DESCRIPTOR_NAME, SECTOR_SIZE, descriptor_xml,
-                                        fspath, read_descriptor, show)
+                                        fspath, read_descriptor, round_up, show)
 from vz7native.image.errors import ImageError
 from vz7native.image.reader import open_virtual_disk
 
@@ -44,7 +45,7 @@ def _clusters_with_data(fd, size, cluster_size):
     last = -1
     for start, end in _data_ranges(fd, size):
         for index in range(max(start // cluster_size, last + 1),
-                           -(-end // cluster_size)):
+                           round_up(end, cluster_size) // cluster_size):
             yield index
             last = index
 
@@ -91,7 +92,8 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _check_cluster_size(cluster_size):
+def check_cluster_size(cluster_size):
+    """ValueError unless libploop accepts ``cluster_size`` (a power of two, 32K-64M)."""
     if not (MIN_CLUSTER_SIZE <= cluster_size <= MAX_CLUSTER_SIZE and
             cluster_size & (cluster_size - 1) == 0):
         raise ValueError("cluster_size must be a power of two from %d to %d bytes, not %r"
@@ -125,7 +127,7 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
     """
     if version not in (1, 2):
         raise ValueError("version must be 1 or 2, not %r" % (version,))
-    _check_cluster_size(cluster_size)
+    check_cluster_size(cluster_size)
     name = _check_image_name(image_name)
     raw_disk = fspath(raw_disk)
     target_dir = os.path.abspath(fspath(target_dir))
@@ -180,7 +182,7 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
 def _write_image(raw_fd, size, image_fd, header):
     """Data clusters after the metadata area, then header + BAT, then fsync."""
     cs = header.cluster_size
-    bat = _bat_from_bytes(bytes(4 * header.clusters))
+    bat = bat_from_bytes(bytes(4 * header.clusters))
     zero = bytes(cs)
     position = header.first_block_offset
     indexes = _clusters_with_data(raw_fd, size, cs)
@@ -257,11 +259,11 @@ def _write_changes(vdisk, raw_fd, top, top_fd):
     current = bytearray(cs)
     raw_top = top.kind == "Plain"
     if not raw_top:
-        bat = _bat_from_bytes(bat_to_bytes(top.bat))
+        bat = array.array(top.bat.typecode, top.bat)
         unit = top.unit
-        end = max(-(-top.file_size // cs) * cs, top.header.first_block_offset)
+        end = max(round_up(top.file_size, cs), top.header.first_block_offset)
     written = 0
-    indexes = range(-(-vdisk.size // cs))
+    indexes = range(round_up(vdisk.size, cs) // cs)
     for index, data in _read_clusters(raw_fd, vdisk.size, cs, indexes):
         got = vdisk.readinto(index * cs, current)
         if data[:got] == current[:got]:
