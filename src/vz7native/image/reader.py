@@ -196,6 +196,10 @@ def open_virtual_disk(path, guid=None):
     and BAT checked: a delta that would give wrong data raises
     :class:`FormatError`; an unknown GUID :class:`SnapshotNotFound`; a missing
     or unreadable delta file :class:`ImageError`.
+
+    The BATs are read here, once: a delta that changes later (the live top of
+    a running container, flagged ``in_use``) is not followed. A snapshot's
+    deltas never change while the snapshot exists, so its view is exact.
     """
     descriptor = path if isinstance(path, DiskDescriptor) else read_descriptor(path)
     chain = descriptor.chain(guid)
