@@ -13,6 +13,9 @@ import sys
 SIZE_SUFFIXES = {"": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # Exit code of usage errors, as ploop's SYSEXIT_PARAM (no libploop import needed).
 EXIT_USAGE = 38
+# Exit codes for vz7native.image's findings: the SYSEXIT code ploop gives for the same
+# trouble (PLOOPFMT, DISKDESCR, NOSNAP).
+EXIT_FORMAT, EXIT_DESCRIPTOR, EXIT_NO_SNAPSHOT = 11, 39, 43
 
 
 def parse_size(text):
@@ -139,10 +142,50 @@ def cmd_umount(args, ploop):
             disk.umount()
 
 
+def _delta_dict(delta):
+    return {"guid": delta.guid, "file": _fs(delta.file), "kind": delta.kind,
+            "version": delta.version, "cluster_size": delta.cluster_size, "size": delta.size,
+            "file_size": delta.file_size, "clusters": delta.clusters, "in_use": delta.in_use}
+
+
+def cmd_check(args, _ploop):
+    """The native read-only check; exits with SYSEXIT_PLOOPFMT when it finds problems."""
+    from vz7native import image
+
+    report = image.verify(args.dd)
+    if args.json:
+        _write(json.dumps({"descriptor": _fs(report.path), "ok": report.ok,
+                           "problems": report.problems,
+                           "deltas": [_delta_dict(d) for d in report.deltas]}, indent=2))
+    else:
+        _write("descriptor:   %s" % _fs(report.path))
+        for d in report.deltas:
+            kind = "raw" if d.kind == "Plain" else (
+                "ploop1 v%d" % d.version if d.version else "unreadable")
+            unit = " of %s" % _human(d.cluster_size) if d.cluster_size else ""
+            _write("delta:        %s %s: %s, %d cluster(s)%s" % (
+                d.guid, _fs(d.file), kind, d.clusters, unit))
+        if report.ok:
+            _write("result:       no problems found")
+        else:
+            _write("result:       %d problem(s):" % len(report.problems))
+            for problem in report.problems:
+                _write("  " + problem)
+    return 0 if report.ok else EXIT_FORMAT
+
+
+def cmd_import_raw(args, _ploop):
+    from vz7native import image
+
+    _write(os.fsdecode(image.import_raw(args.raw, args.dir, version=args.version,
+                                        cluster_size=args.blocksize,
+                                        image_name=os.fsencode(args.name))))
+
+
 def _what(args):
     """'<what failed>' of the error line."""
     target = getattr(args, "dd", None) or getattr(args, "image", None) or \
-        getattr(args, "mount_point", None)
+        getattr(args, "mount_point", None) or getattr(args, "dir", None)
     what = {
         "init": "cannot create image %s",
         "snapshot": "cannot create a snapshot of %s",
@@ -153,6 +196,8 @@ def _what(args):
         "info": "cannot read %s",
         "mount": "cannot mount %s",
         "umount": "cannot unmount %s",
+        "check": "cannot check %s",
+        "import-raw": "cannot import %s into %%s" % getattr(args, "raw", ""),
     }.get(args.command, args.command + " %s")
     return what % (target if target is not None else "")
 
@@ -226,6 +271,23 @@ def build_parser():
     p = command("umount", cmd_umount, "unmount by mount point or by DiskDescriptor.xml")
     p.add_argument("-m", "--mount-point")
     p.add_argument("dd", nargs="?")
+
+    p = command("check", cmd_check, "check a disk read-only, without libploop "
+                "(descriptor, every delta's header and BAT, file lengths, holes)")
+    p.set_defaults(libploop=False)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("dd", help="DiskDescriptor.xml or its directory")
+
+    p = command("import-raw", cmd_import_raw, "make a ploop image of a raw disk file "
+                "(only non-zero clusters are stored), without libploop")
+    p.set_defaults(libploop=False)
+    p.add_argument("-v", "--version", type=int, choices=(1, 2), default=1,
+                   help="ploop1 format version (default 1)")
+    p.add_argument("-b", "--blocksize", type=parse_size, default=1 << 20,
+                   help="cluster size: sectors, or a number with K/M (default 1M)")
+    p.add_argument("-n", "--name", default="root.hds", help="image file name (default root.hds)")
+    p.add_argument("raw", help="raw disk file")
+    p.add_argument("dir", help="directory for the image and DiskDescriptor.xml")
     return parser
 
 
@@ -234,23 +296,37 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "umount" and bool(args.mount_point) == bool(args.dd):
         parser.error("umount takes -m DIR or a DiskDescriptor.xml")
-    from vz7native import ploop
+    from vz7native import image
 
+    # Commands that do not need libploop must work where it is absent.
+    ploop = None
+    if getattr(args, "libploop", True):
+        from vz7native import ploop
+    ploop_error = ploop.PloopError if ploop is not None else ()
     try:
-        if args.log_file:
+        if args.log_file and ploop is not None:
             ploop.set_log_file(args.log_file)
-        args.func(args, ploop)
-    except ploop.PloopError as e:
+        return args.func(args, ploop) or 0
+    except ploop_error as e:
         if args.debug:
             raise
         sys.stderr.write("vz7ploop: %s: %s (%s)\n" % (_what(args), e.detail, e.name))
         return (e.code & 0xff) or 1
+    except image.ImageError as e:
+        if args.debug:
+            raise
+        sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
+        for cls, code in ((image.FormatError, EXIT_FORMAT),
+                          (image.DescriptorError, EXIT_DESCRIPTOR),
+                          (image.SnapshotNotFound, EXIT_NO_SNAPSHOT)):
+            if isinstance(e, cls):
+                return code
+        return 1
     except (OSError, ValueError) as e:
         if args.debug:
             raise
         sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,288 @@
+"""Writers: a raw disk into a new ploop1 image, changed clusters into the top delta.
+
+Both write what libploop writes itself: whole clusters, no holes, the header
+and BAT padded to whole clusters, data first and the BAT last, then fsync.
+"""
+import array
+import contextlib
+import errno
+import fcntl
+import os
+
+from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
+                                   Header, bat_from_bytes, bat_to_bytes)
+from vz7native.image.descriptor import (DESCRIPTOR_NAME, SECTOR_SIZE, descriptor_xml,
+                                        fspath, read_descriptor, round_up, show)
+from vz7native.image.errors import ImageError
+from vz7native.image.reader import open_virtual_disk
+
+DEFAULT_CLUSTER_SIZE = 1 << 20
+# Bytes read from the raw disk per pread (rounded to whole clusters).
+READ_CHUNK = 16 << 20
+V1_MAX_SECTORS = 1 << 32  # v1 BAT entries are u32 sector numbers
+
+
+def _data_ranges(fd, size):
+    """(start, end) byte ranges of ``fd`` that may hold data (holes skipped)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                return
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # no SEEK_DATA here: read it all
+                yield pos, size
+                return
+            raise
+        yield start, min(end, size)
+        pos = end
+
+
+def _clusters_with_data(fd, size, cluster_size):
+    """Indexes of the clusters of ``fd`` that are not in a hole, ascending."""
+    last = -1
+    for start, end in _data_ranges(fd, size):
+        for index in range(max(start // cluster_size, last + 1),
+                           round_up(end, cluster_size) // cluster_size):
+            yield index
+            last = index
+
+
+def _read_clusters(fd, size, cluster_size, indexes):
+    """(index, data) for the given ascending cluster ``indexes``, read in large
+    chunks; the last cluster is zero-padded to a whole cluster."""
+    per_chunk = max(1, READ_CHUNK // cluster_size)
+    run = []
+
+    def flush():
+        data = os.pread(fd, len(run) * cluster_size, run[0] * cluster_size)
+        view = memoryview(data)
+        for n, index in enumerate(run):
+            chunk = view[n * cluster_size:(n + 1) * cluster_size]
+            if len(chunk) < cluster_size:
+                chunk = memoryview(bytes(chunk) + bytes(cluster_size - len(chunk)))
+            yield index, chunk
+
+    for index in indexes:
+        if run and (index != run[-1] + 1 or len(run) == per_chunk):
+            for item in flush():
+                yield item
+            run = []
+        run.append(index)
+    if run:
+        for item in flush():
+            yield item
+
+
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_cluster_size(cluster_size):
+    """ValueError unless libploop accepts ``cluster_size`` (a power of two, 32K-64M)."""
+    if not (MIN_CLUSTER_SIZE <= cluster_size <= MAX_CLUSTER_SIZE and
+            cluster_size & (cluster_size - 1) == 0):
+        raise ValueError("cluster_size must be a power of two from %d to %d bytes, not %r"
+                         % (MIN_CLUSTER_SIZE, MAX_CLUSTER_SIZE, cluster_size))
+
+
+def _check_image_name(image_name):
+    name = fspath(image_name)
+    if not name or b"/" in name or name in (b".", b"..", DESCRIPTOR_NAME):
+        raise ValueError("image_name must be a plain file name, not %r" % (name,))
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("image_name must be UTF-8 to be written into the descriptor: %r"
+                         % (name,))
+    if any(ord(c) < 0x20 for c in text):
+        raise ValueError("image_name must not contain control characters: %r" % (name,))
+    return name
+
+
+def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
+               image_name=b"root.hds"):
+    """Make a ploop1 image of the raw disk file ``raw_disk`` in ``target_dir``.
+
+    Writes ``target_dir/image_name`` (an expanded ploop1 delta, format
+    ``version`` 1 or 2, holding only the clusters that are not all zeros) and
+    ``target_dir/DiskDescriptor.xml``; ``target_dir`` is created if missing.
+    The virtual disk is the raw disk rounded up to whole clusters. Returns the
+    descriptor path. Nothing is left behind on failure; existing files are
+    never overwritten.
+    """
+    if version not in (1, 2):
+        raise ValueError("version must be 1 or 2, not %r" % (version,))
+    check_cluster_size(cluster_size)
+    name = _check_image_name(image_name)
+    raw_disk = fspath(raw_disk)
+    target_dir = os.path.abspath(fspath(target_dir))
+    dd = os.path.join(target_dir, DESCRIPTOR_NAME)
+    image = os.path.join(target_dir, name)
+
+    raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    created = []
+    try:
+        size = os.fstat(raw_fd).st_size
+        if size == 0 or size % SECTOR_SIZE:
+            raise ImageError("%s: a raw disk must be a non-empty whole number of 512-byte "
+                             "sectors, not %d bytes" % (show(raw_disk), size))
+        header = Header.for_disk(size, cluster_size, version)
+        if version == 1 and header.first_block_offset + header.size > \
+                V1_MAX_SECTORS * SECTOR_SIZE:
+            raise ImageError("%s: %d bytes is too large for ploop1 v1 (2 TiB); use version 2"
+                             % (show(raw_disk), size))
+        for path in (dd, image):
+            if os.path.lexists(path):
+                raise ImageError("%s already exists" % show(path))
+        if not os.path.isdir(target_dir):
+            os.makedirs(target_dir)
+            created.append(target_dir)
+        image_fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                           getattr(os, "O_CLOEXEC", 0), 0o600)
+        created.append(image)
+        try:
+            _write_image(raw_fd, size, image_fd, header)
+        finally:
+            os.close(image_fd)
+        text = descriptor_xml(header.size, cluster_size, name).encode("utf-8")
+        dd_fd = os.open(dd, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                        getattr(os, "O_CLOEXEC", 0), 0o644)
+        created.append(dd)
+        try:
+            _pwrite_all(dd_fd, text, 0)
+            os.fsync(dd_fd)
+        finally:
+            os.close(dd_fd)
+        _fsync_dir(target_dir)
+    except BaseException:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                (os.rmdir if path == target_dir else os.unlink)(path)
+        raise
+    finally:
+        os.close(raw_fd)
+    return dd
+
+
+def _write_image(raw_fd, size, image_fd, header):
+    """Data clusters after the metadata area, then header + BAT, then fsync."""
+    cs = header.cluster_size
+    bat = bat_from_bytes(bytes(4 * header.clusters))
+    zero = bytes(cs)
+    position = header.first_block_offset
+    indexes = _clusters_with_data(raw_fd, size, cs)
+    for index, data in _read_clusters(raw_fd, size, cs, indexes):
+        if data == zero:
+            continue
+        _pwrite_all(image_fd, data, position)
+        bat[index] = position // header.bat_unit
+        position += cs
+    if position > header.first_block_offset:
+        header.flags &= ~FLAG_EMPTY
+    # The whole metadata area is written: libploop refuses sparse deltas.
+    metadata = bytearray(header.first_block_offset)
+    metadata[:HEADER.size] = header.pack()
+    bat_bytes = bat_to_bytes(bat)
+    metadata[HEADER.size:HEADER.size + len(bat_bytes)] = bat_bytes
+    _pwrite_all(image_fd, metadata, 0)
+    os.fsync(image_fd)
+
+
+@contextlib.contextmanager
+def _descriptor_lock(dd):
+    """libploop's per-disk lock (flock on DiskDescriptor.xml.lck), not waiting."""
+    fd = os.open(dd + b".lck", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise ImageError("%s is locked by another process (libploop at work?)"
+                                 % show(dd))
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_clusters(path, raw_disk):
+    """Make the live top of an unmounted image read like the raw disk ``raw_disk``.
+
+    Every cluster whose content in ``raw_disk`` differs from what the chain
+    shows now is written into the top delta: in place if the top already holds
+    it, otherwise appended to the file with a new BAT entry. Lower deltas (the
+    snapshots) are never touched, so this simulates a container changing its
+    disk after a snapshot. ``raw_disk`` must have the size of the virtual disk.
+    Takes libploop's descriptor lock; refuses a top that is in use (mounted).
+    Returns the number of clusters written.
+    """
+    descriptor = read_descriptor(path)
+    raw_disk = fspath(raw_disk)
+    with _descriptor_lock(descriptor.path), \
+            open_virtual_disk(descriptor) as vdisk:
+        top = vdisk.deltas[0]
+        if top.in_use:
+            raise ImageError("%s is in use (mounted?): refusing to write into it"
+                             % show(top.file))
+        raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(raw_fd).st_size
+            if size != vdisk.size:
+                raise ImageError("%s has %d bytes, but the disk of %s has %d" % (
+                    show(raw_disk), size, show(descriptor.path), vdisk.size))
+            top_fd = os.open(top.file, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            try:
+                return _write_changes(vdisk, raw_fd, top, top_fd)
+            finally:
+                os.close(top_fd)
+        finally:
+            os.close(raw_fd)
+
+
+def _write_changes(vdisk, raw_fd, top, top_fd):
+    cs = vdisk.cluster_size
+    current = bytearray(cs)
+    raw_top = top.kind == "Plain"
+    if not raw_top:
+        bat = array.array(top.bat.typecode, top.bat)
+        unit = top.unit
+        end = max(round_up(top.file_size, cs), top.header.first_block_offset)
+    written = 0
+    indexes = range(round_up(vdisk.size, cs) // cs)
+    for index, data in _read_clusters(raw_fd, vdisk.size, cs, indexes):
+        got = vdisk.readinto(index * cs, current)
+        if data[:got] == current[:got]:
+            continue
+        if raw_top:
+            _pwrite_all(top_fd, data[:got], index * cs)
+        elif bat[index]:
+            _pwrite_all(top_fd, data, bat[index] * unit)
+        else:
+            if end // unit > 0xFFFFFFFF:
+                raise ImageError("%s is full: a v1 delta cannot grow past 2 TiB" % show(top.file))
+            _pwrite_all(top_fd, data, end)
+            bat[index] = end // unit
+            end += cs
+        written += 1
+    os.fsync(top_fd)
+    if written and not raw_top:
+        header = top.header
+        header.flags &= ~FLAG_EMPTY
+        _pwrite_all(top_fd, header.pack() + bat_to_bytes(bat), 0)
+        os.fsync(top_fd)
+    return written
