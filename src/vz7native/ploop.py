@@ -25,6 +25,8 @@ Hazards of libploop handled here, once:
   every Bareos job in the file daemon: calls that take libploop's locks or touch
   devices are serialised by one C-level mutex shared by all sub-interpreters;
   lock-free lookups run freely. cffi releases the GIL during every call.
+* cffi does not keep memory alive through a pointer stored in a struct: every
+  buffer a call uses is held by a local variable until the call returns.
 * The module is loaded once per Bareos job in a fresh sub-interpreter: nothing
   is kept on ``ffi``/``lib``, functions are reached as ``lib.name``.
 """
@@ -37,11 +39,11 @@ import threading
 
 from vz7native import __version__
 from vz7native._ploop import ffi, lib
+from vz7native.paths import DESCRIPTOR_NAME, descriptor_path, fspath
 
 SECTOR_SIZE = 512
 PATH_BUFFER_SIZE = 4096
 GUID_BUFFER_SIZE = 64
-DESCRIPTOR_NAME = b"DiskDescriptor.xml"
 # libploop gives the live top delta this fixed GUID; a fresh image's base has it too.
 TOP_GUID = "{5fbaabe3-6958-40ff-92a7-860e329aab41}"
 NULL_GUID = "{00000000-0000-0000-0000-000000000000}"
@@ -365,16 +367,9 @@ def _call(func, *args, **kw):
 # ----------------------------------------------------------------------------
 # Small conversions
 
-def _fsencode(path):
-    data = os.fsencode(path)
-    if b"\0" in data:
-        raise ValueError("path contains a NUL byte: %r" % (data,))
-    return data
-
-
 def _path_buffer(path):
     """A NUL-terminated copy of ``path`` in at least PATH_BUFFER_SIZE bytes."""
-    data = _fsencode(path)
+    data = fspath(path)
     buf = ffi.new("char[]", max(PATH_BUFFER_SIZE, len(data) + 1))
     ffi.memmove(buf, data, len(data))
     return buf
@@ -412,14 +407,6 @@ def _sectors(size, func):
     return (size + SECTOR_SIZE - 1) // SECTOR_SIZE
 
 
-def descriptor_path(path):
-    """Absolute DiskDescriptor.xml path for a descriptor or the directory holding it."""
-    path = os.path.abspath(_fsencode(path))
-    if os.path.isdir(path):
-        path = os.path.join(path, DESCRIPTOR_NAME)
-    return path
-
-
 # ----------------------------------------------------------------------------
 # Logging
 
@@ -429,7 +416,7 @@ def set_log_file(path, level=None):
     ``level`` is libploop's log level (0 quiet .. 4+ verbose; libploop's default 3).
     """
     buf = _path_buffer(path)
-    _call("ploop_set_log_file", buf, path=_fsencode(path), ok=(0,))
+    _call("ploop_set_log_file", buf, path=fspath(path), ok=(0,))
     if level is not None:
         lib.ploop_set_log_level(int(level))
 
@@ -453,7 +440,7 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
         raise _param_error(func, "unknown image format %r (expanded, preallocated, raw)" % (fmt,))
     if version not in (None, 1, 2):
         raise _param_error(func, "unknown ploop format version %r (1 or 2)" % (version,))
-    image = os.path.abspath(_fsencode(path))
+    image = os.path.abspath(fspath(path))
     directory = os.path.dirname(image)
     dd = os.path.join(directory, DESCRIPTOR_NAME)
     if os.path.lexists(dd) or os.path.lexists(image):
@@ -462,15 +449,14 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
     if not os.path.isdir(directory):
         raise error_for(lib.SYSEXIT_CREAT, func, "directory %s does not exist"
                         % os.fsdecode(directory), image)
-    keep = []
     param = ffi.new("struct ploop_create_param *")
     param.size = _sectors(size, func)
     param.mode = MODES[fmt]
-    param.image = image_buf = _path_buffer(image)
-    keep.append(image_buf)
+    image_buf = _path_buffer(image)
+    param.image = image_buf
     if fstype is not None:
-        param.fstype = fs_buf = ffi.new("char[]", fstype.encode("ascii"))
-        keep.append(fs_buf)
+        fs_buf = ffi.new("char[]", fstype.encode("ascii"))
+        param.fstype = fs_buf
     if cluster_size is not None:
         if cluster_size <= 0 or cluster_size % SECTOR_SIZE:
             raise _param_error(func, "cluster size must be a multiple of 512, not %r"
@@ -479,7 +465,6 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
     param.fmt_version = version or 0
     if fslabel is not None:
         label = ffi.new("char[]", fslabel.encode("utf-8"))
-        keep.append(label)
         if lib.vz7n_set_fslabel(param, label) != 0:
             raise _param_error(func, "filesystem labels need libploop 7.x")
     lock_file = dd + b".lck"
@@ -680,7 +665,8 @@ class Disk(object):
         """
         guid = normalize_guid(guid, "create_snapshot") if guid else new_guid()
         param = ffi.new("struct ploop_snapshot_param *")
-        param.guid = guid_buf = _guid_buffer(guid)
+        guid_buf = _guid_buffer(guid)
+        param.guid = guid_buf
         if cbt_uuid is not None:
             cbt_buf = _guid_buffer(normalize_guid(cbt_uuid, "create_snapshot"))
             if lib.vz7n_set_snapshot_cbt(param, cbt_buf) != 0:
@@ -703,9 +689,9 @@ class Disk(object):
             raise _param_error("merge_snapshot", "give a GUID or merge_all, not both")
         param = ffi.new("struct ploop_merge_param *")
         param.merge_all = 1 if merge_all else 0
-        guid_buf = None
         if guid is not None:
-            param.guid = guid_buf = _guid_buffer(normalize_guid(guid, "merge_snapshot"))
+            guid_buf = _guid_buffer(normalize_guid(guid, "merge_snapshot"))
+            param.guid = guid_buf
         with self._lock:
             self._changed()
             _call("ploop_merge_snapshot", self._di(), param, path=self.path)
@@ -713,7 +699,8 @@ class Disk(object):
     def switch_snapshot(self, guid):
         """Make ``guid`` the base of a new, empty top; the old top is deleted."""
         param = ffi.new("struct ploop_snapshot_switch_param *")
-        param.guid = guid_buf = _guid_buffer(normalize_guid(guid, "switch_snapshot"))
+        guid_buf = _guid_buffer(normalize_guid(guid, "switch_snapshot"))
+        param.guid = guid_buf
         with self._lock:
             self._changed()
             _call("ploop_switch_snapshot_ex", self._di(), param, path=self.path)
@@ -731,16 +718,19 @@ class Disk(object):
         guid = normalize_guid(guid, func) if guid else new_guid()
         handle = self._component(component)
         param = ffi.new("struct ploop_tsnapshot_param *")
-        param.guid = guid_buf = _guid_buffer(guid)
-        param.component_name = comp_buf = ffi.new("char[]", component.encode("ascii"))
-        param.target = target_buf = _path_buffer(mount_point)
+        guid_buf = _guid_buffer(guid)
+        param.guid = guid_buf
+        comp_buf = ffi.new("char[]", component.encode("ascii"))
+        param.component_name = comp_buf
+        target_buf = _path_buffer(mount_point)
+        param.target = target_buf
         holder = ffi.new("int *", -1)
         with self._lock:
             self._changed()
             _call("ploop_create_temporary_snapshot", self._di(), param, holder,
                   path=self.path)
         snapshot = TemporarySnapshot(self, handle, guid, ffi.string(param.device),
-                                     _fsencode(mount_point), holder[0])
+                                     fspath(mount_point), holder[0])
         try:
             yield snapshot
         finally:
@@ -778,23 +768,23 @@ class Disk(object):
         handle = self._handle_for(component)
         param = ffi.new("struct ploop_mount_param *")
         param.ro = 1 if readonly else 0
-        param.target = target_buf = _path_buffer(target)
-        keep = [target_buf]
+        target_buf = _path_buffer(target)
+        param.target = target_buf
         if guid is not None:
-            param.guid = guid_buf = _guid_buffer(normalize_guid(guid, "mount"))
-            keep.append(guid_buf)
+            guid_buf = _guid_buffer(normalize_guid(guid, "mount"))
+            param.guid = guid_buf
         if fstype is not None:
-            param.fstype = fs_buf = ffi.new("char[]", fstype.encode("ascii"))
-            keep.append(fs_buf)
+            fs_buf = ffi.new("char[]", fstype.encode("ascii"))
+            param.fstype = fs_buf
         if mount_data is not None:
-            param.mount_data = data_buf = ffi.new("char[]", mount_data.encode("ascii"))
-            keep.append(data_buf)
+            data_buf = ffi.new("char[]", mount_data.encode("ascii"))
+            param.mount_data = data_buf
         func = "ploop_mount_snapshot" if guid is not None else "ploop_mount_image"
         with self._lock:
             _call(func, handle, param, path=self.path)
         device = ffi.string(param.device)
         return KernelMount(self, handle, device, _partition(handle, device, target),
-                           _fsencode(target), bool(readonly), guid)
+                           fspath(target), bool(readonly), guid)
 
     def umount(self, component=None):
         """Unmount whatever of this disk (or component) is mounted."""
@@ -936,5 +926,5 @@ def umount_mount_point(path):
     device = device_of_mount_point(path)
     if device is None:
         raise _param_error("umount", "no ploop device is mounted at %s" % os.fsdecode(
-            _fsencode(path)), _fsencode(path))
+            fspath(path)), fspath(path))
     _call("ploop_umount", _path_buffer(device), ffi.NULL, path=device)

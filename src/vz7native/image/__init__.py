@@ -54,14 +54,15 @@ are accepted as str or bytes and returned as bytes. Every error is an
 """
 from vz7native.image.ctdisk import make_ct_disk, make_ct_raw_disk, partition_layout
 from vz7native.image.delta import Delta, Ploop1Delta, RawDelta
-from vz7native.image.descriptor import (DESCRIPTOR_NAME, NULL_GUID, TOP_GUID, DiskDescriptor,
-                                        ImageEntry, Shot, descriptor_path, read_descriptor)
+from vz7native.image.descriptor import (NULL_GUID, TOP_GUID, DiskDescriptor, ImageEntry, Shot,
+                                        read_descriptor)
 from vz7native.image.errors import (DescriptorError, FormatError, ImageError, NoPartitionTable,
                                     SnapshotNotFound, ToolError)
 from vz7native.image.gpt import LINUX_FILESYSTEM, Partition, find_partition
 from vz7native.image.reader import RawDiskFile, VirtualDisk, open_virtual_disk
 from vz7native.image.verify import DeltaReport, VerifyReport, verify
 from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, import_raw, write_clusters
+from vz7native.paths import DESCRIPTOR_NAME, descriptor_path
 
 __all__ = [
     "DEFAULT_CLUSTER_SIZE", "DESCRIPTOR_NAME", "LINUX_FILESYSTEM", "NULL_GUID", "TOP_GUID",

@@ -18,7 +18,8 @@ import shutil
 import subprocess
 import tempfile
 
-from vz7native.image.descriptor import SECTOR_SIZE, fspath, show
+from vz7native.image.descriptor import SECTOR_SIZE
+from vz7native.paths import fspath, show
 from vz7native.image.errors import ImageError, ToolError
 from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, check_cluster_size, import_raw
 

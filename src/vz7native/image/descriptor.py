@@ -13,9 +13,9 @@ import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
 from vz7native.image.errors import DescriptorError, SnapshotNotFound
+from vz7native.paths import descriptor_path, fspath, show
 
 SECTOR_SIZE = 512
-DESCRIPTOR_NAME = b"DiskDescriptor.xml"
 # libploop gives the live top delta this fixed GUID; a fresh image's base has it too.
 TOP_GUID = "{5fbaabe3-6958-40ff-92a7-860e329aab41}"
 NULL_GUID = "{00000000-0000-0000-0000-000000000000}"
@@ -45,31 +45,10 @@ def round_up(value, unit):
     return -(-value // unit) * unit
 
 
-def fspath(path):
-    """``path`` (str, bytes or path-like) as bytes, refusing NUL bytes."""
-    data = os.fsencode(path)
-    if b"\0" in data:
-        raise ValueError("path contains a NUL byte: %r" % (data,))
-    return data
-
-
-def show(path):
-    """A bytes path as text for messages (undecodable bytes escaped)."""
-    return os.fsdecode(path)
-
-
 def guid_key(guid):
     """Lower-case ``{...}`` form used to compare GUIDs, or None if malformed."""
     match = _GUID_RE.match(guid) if isinstance(guid, str) else None
     return "{%s}" % match.group(1).lower() if match else None
-
-
-def descriptor_path(path):
-    """Absolute DiskDescriptor.xml path for the xml itself or its directory."""
-    path = os.path.abspath(fspath(path))
-    if os.path.isdir(path):
-        path = os.path.join(path, DESCRIPTOR_NAME)
-    return path
 
 
 class DiskDescriptor(object):

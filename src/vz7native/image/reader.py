@@ -3,7 +3,8 @@ import os
 import threading
 
 from vz7native.image.delta import descriptor_problems, open_delta
-from vz7native.image.descriptor import DiskDescriptor, fspath, read_descriptor, show
+from vz7native.image.descriptor import DiskDescriptor, read_descriptor
+from vz7native.paths import fspath, show
 from vz7native.image.errors import FormatError, ImageError
 
 _preadv = getattr(os, "preadv", None)  # Python 3.7+: read straight into the caller's buffer

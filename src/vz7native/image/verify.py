@@ -9,9 +9,9 @@ import os
 
 from vz7native.image.delta import (FLAG_FORMAT_CONVERSION, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
                                    descriptor_problems, open_delta)
-from vz7native.image.descriptor import (NULL_GUID, descriptor_path, guid_key,
-                                        read_descriptor, show)
+from vz7native.image.descriptor import NULL_GUID, guid_key, read_descriptor
 from vz7native.image.errors import ImageError
+from vz7native.paths import descriptor_path, show
 
 DeltaReport = collections.namedtuple(
     "DeltaReport", "guid file kind version cluster_size size file_size clusters in_use")

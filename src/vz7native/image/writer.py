@@ -11,10 +11,10 @@ import os
 
 from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
                                    Header, bat_from_bytes, bat_to_bytes)
-from vz7native.image.descriptor import (DESCRIPTOR_NAME, SECTOR_SIZE, descriptor_xml,
-                                        fspath, read_descriptor, round_up, show)
+from vz7native.image.descriptor import SECTOR_SIZE, descriptor_xml, read_descriptor, round_up
 from vz7native.image.errors import ImageError
 from vz7native.image.reader import open_virtual_disk
+from vz7native.paths import DESCRIPTOR_NAME, fspath, show
 
 DEFAULT_CLUSTER_SIZE = 1 << 20
 # Bytes read from the raw disk per pread (rounded to whole clusters).
