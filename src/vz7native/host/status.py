@@ -98,10 +98,11 @@ def _read_line(path):
         raise StatusError("cannot read %s: %s" % (show(path), e.strerror))
 
 
-def cgroup_dir(host, controller):
-    """The real path of the cgroup v1 hierarchy of ``controller`` for this host."""
+def cgroup_dir(host, controller, mounts):
+    """The real path of the cgroup v1 hierarchy of ``controller`` for this host
+    (``mounts``: ``procfs.mounts()``)."""
     prefix = host.root.rstrip(b"/") + b"/"
-    for mount in procfs.mounts():
+    for mount in mounts:
         if (mount.fstype == "cgroup" and controller in mount.options.split(",")
                 and (mount.mount_point + b"/").startswith(prefix)):
             return mount.mount_point
@@ -133,10 +134,10 @@ def _transition(host, ct, signals):
     return (pid, operation) if alive else None
 
 
-def _root_mount(ct, signals):
+def _root_mount(ct, signals, mounts):
     target = os.path.realpath(ct.root)
     found = None
-    for mount in procfs.mounts():
+    for mount in mounts:
         if mount.mount_point == target:
             found = mount  # the last one is on top
     signals.append(Signal("root mount", "/proc/self/mountinfo", "%s %s on %s" % (
@@ -182,7 +183,8 @@ def _dump(host, ct, signals):
 def container_status(host, ct):
     """The ``Status`` of container ``ct`` on ``host``."""
     signals = []
-    ve_dir = cgroup_dir(host, "ve")
+    mounts = procfs.mounts()  # one view of the mount table for every signal
+    ve_dir = cgroup_dir(host, "ve", mounts)
     if not os.path.isdir(ve_dir):
         raise StatusError(
             "cannot tell the status of container %s: there is no ve cgroup hierarchy at %s, "
@@ -191,7 +193,7 @@ def container_status(host, ct):
     ve_state = _read_line(ve_path)
     signals.append(Signal("ve.state", show(host.view(ve_path)), ve_state or "absent"))
     transition = _transition(host, ct, signals)
-    mount = _root_mount(ct, signals)
+    mount = _root_mount(ct, signals, mounts)
     device = _ploop_device(host, ct, signals) if ct.layout == "ploop" else None
     mounted = mount is not None or device is not None
 
@@ -208,7 +210,7 @@ def container_status(host, ct):
             return Status(TRANSITIONAL, "the kernel says RUNNING but neither VE_ROOT nor "
                           "its root disk is mounted", signals)
         slice_name = ct.config.get("VE_CGROUP_SLICE") or DEFAULT_SLICE
-        freezer_path = os.path.join(cgroup_dir(host, "freezer"), slice_name,
+        freezer_path = os.path.join(cgroup_dir(host, "freezer", mounts), slice_name,
                                     ct.ctid.encode("ascii"), b"freezer.state")
         freezer = _read_line(freezer_path)
         signals.append(Signal("freezer.state", show(host.view(freezer_path)), freezer or "absent"))
