@@ -224,3 +224,12 @@ def test_host_paths(tmp_path):
     assert Host().real(b"/etc") == b"/etc" and Host().view(b"/etc") == b"/etc"
     with pytest.raises(ValueError):
         host.real(b"relative")
+
+
+def test_a_config_that_is_not_a_file(sandbox):
+    # A FIFO where ve.conf should be is refused at once, not read (and waited on).
+    path = sandbox.host.real(b"/vz/private/%s/ve.conf" % WEB.encode())
+    os.unlink(path)
+    os.mkfifo(path)
+    with pytest.raises(ConfigError, match="cannot read /etc/vz/conf/%s.conf: not a regular file" % WEB):
+        sandbox.host.load(WEB)

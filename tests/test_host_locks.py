@@ -171,6 +171,8 @@ def test_bad_lock_paths_name_the_option(tmp_path):
     with pytest.raises(HostError, match="cannot open .*link.lock: Too many levels of symbolic links"):
         FileLock(str(tmp_path / "link.lock"), 1, "lockfile").acquire()
     assert not target.exists()                    # a symlink is never followed to create a file
+    with pytest.raises(HostError, match="lockfile var/lock/x: the lock file must be an absolute path"):
+        Sandbox.create(str(tmp_path / "host")).host.lockfile("var/lock/x", 1)
     with pytest.raises(ValueError, match="lockfile: the timeout must be"):
         FileLock(str(tmp_path / "l"), -1, "lockfile")
     lock = FileLock(str(tmp_path / "l"), 0, "lockfile")

@@ -151,8 +151,12 @@ class Host(object):
         return container_status(self, ct)
 
     def lockfile(self, path, timeout, note=""):
-        """A ``FileLock`` on the host path ``path`` (the plugin's ``lockfile`` option)."""
-        return FileLock(self.real(path), timeout, "lockfile %s" % show(os.fsencode(path)), note)
+        """A ``FileLock`` on the host path ``path`` (the plugin's ``lockfile`` option):
+        other tools (pcompact's cron job, see the README) take the same file."""
+        what = "lockfile %s" % show(os.fsencode(path))
+        if not os.fsencode(path).startswith(b"/"):
+            raise HostError("%s: the lock file must be an absolute path" % what)
+        return FileLock(self.real(path), timeout, what, note)
 
     def container_lock_path(self, ct):
         """The host path of the per-container lock of ``ct``."""
@@ -160,7 +164,12 @@ class Host(object):
         return os.path.join(CONTAINER_LOCK_DIR, b"ct-" + key + b".lock")
 
     def container_lock(self, ct, timeout, note=""):
-        """A ``FileLock`` that keeps two jobs from working on ``ct`` at once."""
+        """A ``FileLock`` that keeps two jobs from working on ``ct`` at once.
+
+        It is our own lock (``/var/lock/vz7native/ct-<UUID>.lock``), not vzctl's:
+        vzctl takes its container lock without waiting and removes the file when done,
+        so holding it for a whole backup would make every ``vzctl start/stop`` of the
+        container fail meanwhile. vzctl's lock is read instead (``status``)."""
         path = self.container_lock_path(ct)
         os.makedirs(self.real(os.path.dirname(path)), mode=0o755, exist_ok=True)
         return FileLock(self.real(path), timeout, "the lock of container %s (%s)" % (

@@ -124,12 +124,16 @@ def read_file(root, path, limit=1 << 20):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         parent = open_dir(root_fd, names[:-1])
         try:
-            fd = os.open(names[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            # O_NONBLOCK: a FIFO put where a file was expected must not hang the reader.
+            fd = os.open(names[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=parent)
         finally:
             os.close(parent)
     finally:
         os.close(root_fd)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
         chunks = []
         while limit > 0:
             chunk = os.read(fd, min(limit, 1 << 16))
