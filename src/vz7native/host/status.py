@@ -111,7 +111,7 @@ def cgroup_dir(host, controller, mounts):
 
 def vzctl_lock(host, ct):
     """(host path, pid or None, operation) of vzctl's lock file for ``ct``, or None
-    if there is none (``LOCKDIR/<CTID>.lck``: ``PID\noperation``)."""
+    if there is none (``LOCKDIR/<CTID>.lck``: ``PID\\noperation``)."""
     lockdir = ct.config.get("LOCKDIR") or DEFAULT_LOCKDIR
     view = os.path.join(lockdir, ct.ctid.encode("ascii") + b".lck")
     text = _read_line(host.real(view))
