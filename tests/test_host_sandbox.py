@@ -1,5 +1,4 @@
 """The sandbox host: what it builds, that a seed decides it all, and its cleanup."""
-import hashlib
 import os
 import stat
 import subprocess
@@ -7,9 +6,11 @@ import subprocess
 import pytest
 
 from conftest import require
+from ct_tree import describe
 from vz7native import image
 from vz7native.host import RUNNING, STOPPED, procfs
-from vz7native.host.sandbox import DEFAULT_DISK_SIZE, Sandbox, write_tree
+from vz7native.host.sandbox import DEFAULT_DISK_SIZE, Sandbox
+from vz7native.host.tree import DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, OLD_MTIME, write_tree
 
 pytestmark = pytest.mark.root
 
@@ -19,72 +20,48 @@ def as_root():
     require(os.geteuid() == 0, "needs root (device nodes, owners, bind mounts)")
 
 
-def listing(top):
-    """Everything a tree is made of, but inode numbers: {path: properties}."""
-    result = {}
-    for base, dirs, files in os.walk(os.fsencode(top)):
-        for name in dirs + files + ([b"."] if base == os.fsencode(top) else []):
-            path = os.path.normpath(os.path.join(base, name))
-            st = os.lstat(path)
-            props = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                     st.st_nlink, st.st_rdev, st.st_mtime_ns if name != b"." else None,
-                     st.st_size if not stat.S_ISDIR(st.st_mode) else None)
-            if stat.S_ISLNK(st.st_mode):
-                props += (os.readlink(path),)
-            else:
-                props += (tuple((k, os.getxattr(path, k)) for k in sorted(os.listxattr(path))),)
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    props += (hashlib.sha256(f.read()).hexdigest(),)
-            result[os.path.relpath(path, os.fsencode(top))] = props
-    return result
-
-
 def mounts_under(path):
     prefix = os.path.realpath(os.fsencode(path)) + b"/"
     return [m.mount_point for m in procfs.mounts() if m.mount_point.startswith(prefix)]
 
 
 def test_the_tree_has_every_kind_of_entry(tmp_path):
-    write_tree(str(tmp_path / "t"), 5)
     root = os.fsencode(str(tmp_path / "t"))
-    entries = listing(root)
-    kinds = {props[0] for props in entries.values()}
-    assert kinds == {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFCHR,
-                     stat.S_IFBLK}
-    st = lambda rel: os.lstat(os.path.join(root, rel))  # noqa: E731
-    assert st(b"home/alice/docs/report.txt").st_nlink == 3
-    sparse = st(b"var/log/lastlog")
-    assert sparse.st_blocks * 512 < sparse.st_size
-    assert st(b"etc/empty.conf").st_size == 0
-    assert stat.S_IMODE(st(b"usr/bin/passwd").st_mode) == 0o4755
-    assert stat.S_IMODE(st(b"usr/bin/wall").st_mode) == 0o2755
-    assert stat.S_IMODE(st(b"tmp").st_mode) == 0o1777
-    assert {props[2] for props in entries.values()} >= {0, 48, 1000, 1001}
-    assert not os.path.exists(os.readlink(os.path.join(root, b"home/bob/dangling")))
-    assert os.path.isdir(os.path.join(root, b"home/alice/documents"))   # a link to a directory
-    names = [rel for rel in entries if any(b > 0x7f for b in rel)]
-    undecodable = []
-    for rel in names:
-        try:
-            rel.decode("utf-8")
-        except UnicodeDecodeError:
-            undecodable.append(rel)
-    assert len(undecodable) >= 3 and len(names) > len(undecodable)
-    xattrs = {k for props in entries.values() if isinstance(props[8], tuple)
-              for k, _ in props[8]}
-    assert {"user.origin", "trusted.vz7native", "security.capability",
+    os.mkdir(root)
+    write_tree(root, 5)
+    entries = describe(root)
+    assert {props["kind"] for props in entries.values()} == {
+        stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+        stat.S_IFBLK}
+    assert entries[b"var/lib/data"]["links"] == [b"srv/data.link", b"var/lib/data",
+                                                 b"var/lib/data.link"]
+    assert entries[b"var/lib/sparse.img"]["sparse"] and entries[b"etc/empty"]["size"] == 0
+    assert {rel: entries[rel]["mode"] for rel in (b"srv/setuid", b"usr/bin/passwd",
+                                                  b"srv/setgid", b"tmp")} == {
+        b"srv/setuid": 0o4755, b"usr/bin/passwd": 0o4755, b"srv/setgid": 0o2750, b"tmp": 0o1777}
+    assert {props["uid"] for props in entries.values()} == {0, 33, 1000, 65534}
+    assert entries[b"srv/dangling"]["target"] == b"nowhere/at/all"
+    for link in (b"var/run", b"home/user/srv"):            # symlinks to directories
+        assert os.path.isdir(os.path.join(root, link)) and entries[link]["kind"] == stat.S_IFLNK
+    assert os.path.join(NON_UTF8_DIR, NON_UTF8_FILE) in entries
+    assert b"home/user/\xe2\x9c\x93 done.txt" in entries and b"srv/" + b"n" * 255 in entries
+    xattrs = {k for props in entries.values() for k in props.get("xattrs", ())}
+    assert {"user.comment", "user.empty", "trusted.seed", "security.capability",
             "system.posix_acl_access", "system.posix_acl_default"} <= xattrs
-    assert max(rel.count(b"/") for rel in entries) >= 25
-    for top in (b"etc", b"var", b"home", b"root", b"dev", b"usr"):
-        assert os.path.isdir(os.path.join(root, top))
+    assert max(rel.count(b"/") for rel in entries) == DEEP_LEVELS + 1
+    for top in (b"etc", b"var/log", b"home", b"root", b"dev", b"usr/bin", b"tmp", b"run"):
+        assert entries[top]["kind"] == stat.S_IFDIR
 
 
 def test_a_seed_decides_the_tree(tmp_path):
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        os.mkdir(str(tmp_path / name))
         write_tree(str(tmp_path / name), seed)
-    assert listing(str(tmp_path / "a")) == listing(str(tmp_path / "b"))
-    assert listing(str(tmp_path / "a")) != listing(str(tmp_path / "c"))
+    assert describe(str(tmp_path / "a")) == describe(str(tmp_path / "b"))
+    assert describe(str(tmp_path / "a")) != describe(str(tmp_path / "c"))
+    times = {os.lstat(os.path.join(base, name)).st_mtime_ns
+             for base, dirs, files in os.walk(str(tmp_path / "a")) for name in dirs + files}
+    assert times == {OLD_MTIME * 10 ** 9}
 
 
 def test_a_seed_decides_the_host(tmp_path):
@@ -97,7 +74,7 @@ def test_a_seed_decides_the_host(tmp_path):
         with open(os.path.join(ct_a.private, b"ve.conf"), "rb") as f_a, \
                 open(os.path.join(ct_b.private, b"ve.conf"), "rb") as f_b:
             assert f_a.read() == f_b.read()
-        assert listing(boxes[0].tree(ct_a)) == listing(boxes[1].tree(ct_b))
+        assert describe(boxes[0].tree(ct_a)) == describe(boxes[1].tree(ct_b))
 
 
 def test_what_a_container_is_made_of(tmp_path):
@@ -121,7 +98,7 @@ def test_what_a_container_is_made_of(tmp_path):
         assert box.host.status(stopped).state == STOPPED
         assert box.host.status(running).state == RUNNING
         assert mounts_under(box.root) == [os.path.realpath(running.root)]
-        assert listing(running.root) == listing(box.tree(running))
+        assert describe(running.root) == describe(box.tree(running))
     finally:
         box.close()
     assert mounts_under(box.root) == []

@@ -54,7 +54,8 @@ def test_a_running_container(box):
     assert sources["root mount"] == "/proc/self/mountinfo"
     # VE_ROOT shows the container's files, as a running container's does.
     assert os.path.isfile(os.path.join(web.root, b"etc/os-release"))
-    assert find_blockers(web.root, "var/run/init*") == [b"/var/run/initctl"]
+    assert find_blockers(web.root, "home/user/srv/set*") == [b"/home/user/srv/setgid",
+                                                             b"/home/user/srv/setuid"]
 
 
 def test_a_stopped_container(box, db):

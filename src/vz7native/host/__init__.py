@@ -26,7 +26,6 @@ import os
 
 from vz7native.host import conf, containers, rootfs
 from vz7native.host.blockers import find_blockers
-from vz7native.host.conf import show
 from vz7native.host.containers import Container
 from vz7native.host.errors import (
     BlockerError, ConfigError, ContainerMismatch, ContainerNotFound, HostError, LockTimeout,
@@ -36,6 +35,7 @@ from vz7native.host.pcompact import check_pcompact
 from vz7native.host.register import register_container
 from vz7native.host.status import (
     MOUNTED, RUNNING, STOPPED, SUSPENDED, TRANSITIONAL, Signal, Status, container_status)
+from vz7native.paths import show
 
 __all__ = [
     "Host", "Container", "Status", "Signal", "FileLock", "find_blockers", "register_container",

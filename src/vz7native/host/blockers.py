@@ -13,8 +13,8 @@ import os
 import re
 
 from vz7native.host import rootfs
-from vz7native.host.conf import show
 from vz7native.host.errors import BlockerError
+from vz7native.paths import show
 
 _MAGIC = re.compile(br"[*?[]")
 

@@ -27,6 +27,7 @@ import os
 import re
 
 from vz7native.host.errors import ConfigError
+from vz7native.paths import show
 
 _KEY = re.compile(br"[A-Za-z_][A-Za-z0-9_]*")
 _DQ_ESCAPABLE = (b'"', b"\\", b"$", b"`")
@@ -48,13 +49,6 @@ DiskEntry = collections.namedtuple("DiskEntry", "uuid enabled size_kib mnt image
 DiskEntry.__doc__ = """One entry of ``DISK=``: ``image`` (a ploop image directory,
 relative to VE_PRIVATE or absolute) or ``device`` (a block device) is set, never both.
 ``enabled`` is False only for ``enabled=no``; ``size_kib`` is None when not given."""
-
-
-def show(path):
-    """A path or value for a message: text, with undecodable bytes escaped."""
-    if isinstance(path, str):
-        return path
-    return path.decode("utf-8", "backslashreplace")
 
 
 def normalize_uuid(text):

@@ -20,19 +20,17 @@ Only a single enabled ploop root disk is supported: anything else is refused wit
 what was found, when the disk is asked for.
 """
 import os
-import xml.etree.ElementTree as ElementTree
 
-from vz7native.host import conf, rootfs
-from vz7native.host.conf import show
+from vz7native.host import conf
 from vz7native.host.errors import ConfigError, HostError, UnsupportedLayout
+from vz7native.image import ImageError, read_descriptor
+from vz7native.paths import DESCRIPTOR_NAME, show
 
 CONF_DIR = b"/etc/vz/conf"
 GLOBAL_CONF = b"/etc/vz/vz.conf"
 LAYOUT_LINK = b".ve.layout"
 ROOT_HDD = b"root.hdd"
-DESCRIPTOR = b"DiskDescriptor.xml"
 PLOOP_LAYOUT = 5
-SECTOR = 512
 
 
 def conf_path(ctid):
@@ -155,21 +153,21 @@ class Container(object):
     def disk_descriptor(self):
         """The root disk's DiskDescriptor.xml (real path); UnsupportedLayout if the
         container is not a single ploop root disk."""
-        path = self.host.resolve(os.path.join(self._root_disk_dir(), DESCRIPTOR))
+        path = self.host.resolve(os.path.join(self._root_disk_dir(), DESCRIPTOR_NAME))
         if not os.path.isfile(path):
             raise HostError("container %s: its root disk has no %s (looked for %s)"
-                            % (self.label, show(DESCRIPTOR), show(self.host.view(path))))
+                            % (self.label, show(DESCRIPTOR_NAME), show(self.host.view(path))))
         return path
 
     def _read_descriptor(self):
+        # Images named by absolute path in the descriptor are taken as real paths, as
+        # libploop does; VZ7 and the sandbox name them relative to the descriptor.
         if self._descriptor is None:
-            path = self.disk_descriptor
-            size, image = read_descriptor(path)
-            if image.startswith(b"/"):
-                image = self.host.resolve(image)
-            else:
-                image = os.path.join(os.path.dirname(path), image)
-            self._descriptor = size, image
+            try:
+                descriptor = read_descriptor(self.disk_descriptor)
+                self._descriptor = descriptor.size, descriptor.chain()[-1].file
+            except ImageError as e:
+                raise HostError("container %s: %s" % (self.label, e))
         return self._descriptor
 
     @property
@@ -179,23 +177,11 @@ class Container(object):
 
     @property
     def base_image(self):
-        """The real path of the root disk's base delta (the first image listed)."""
+        """The real path of the root disk's base delta (the bottom of the top's chain:
+        what a ploop device shows as ``pdelta/0``)."""
         return self._read_descriptor()[1]
 
 
 def _describe_disk(disk):
     where = disk.image if disk.image is not None else b"device " + disk.device
     return "a disk %s mounted at %s" % (show(where), show(disk.mnt or b"(nowhere)"))
-
-
-def read_descriptor(path):
-    """(virtual size in bytes, first image as written) of a DiskDescriptor.xml."""
-    try:
-        tree = ElementTree.parse(path)
-    except (OSError, ElementTree.ParseError) as e:
-        raise HostError("cannot read %s: %s" % (show(path), e))
-    size = tree.findtext("Disk_Parameters/Disk_size")
-    image = tree.findtext("StorageData/Storage/Image/File")
-    if not (size and size.strip().isdigit() and image):
-        raise HostError("%s has no Disk_size or no image" % show(path))
-    return int(size) * SECTOR, os.fsencode(image.strip())

@@ -21,8 +21,8 @@ import os
 import time
 
 from vz7native.host import procfs
-from vz7native.host.conf import show
 from vz7native.host.errors import HostError, LockTimeout
+from vz7native.paths import show
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 _FIRST_WAIT = 0.01

@@ -22,9 +22,9 @@ import os
 import re
 
 from vz7native.host import conf, procfs
-from vz7native.host.conf import show
 from vz7native.host.errors import PcompactRunning
 from vz7native.host.status import vzctl_lock
+from vz7native.paths import show
 
 STATE_FILE = b"/var/run/pcompact.pid"
 LOG_FILE = b"/var/log/pcompact.log"

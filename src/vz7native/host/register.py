@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 
-from vz7native.host.conf import show
 from vz7native.host.errors import RegisterError
 
 # bareos-fd may run with a short PATH: the VZ7 tools live in /usr/bin and /usr/sbin.
@@ -103,7 +102,7 @@ def _kill(proc):
 
 
 def _text(output):
-    text = show(output).strip()
+    text = output.decode("utf-8", "replace").strip()
     return text if len(text) <= _KEEP_OUTPUT else "..." + text[-_KEEP_OUTPUT:]
 
 

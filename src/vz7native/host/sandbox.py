@@ -5,8 +5,8 @@ Used by the tests and by ``make demo``. ``Sandbox.build(root, count, seed)`` wri
 * ``/etc/vz/vz.conf`` and, per container, ``/vz/private/<UUID>/`` with ``ve.conf``,
   ``.ve.layout`` (5), ``.owner``, ``scripts/``, ``dump/`` and ``root.hdd/`` holding a
   real ploop image (``vz7native.image.make_ct_disk``) of a template tree with every
-  file kind (``write_tree``), the ``/etc/vz/conf/<UUID>.conf`` link and the
-  ``/etc/vz/names/<name>`` link, and an empty ``/vz/root/<UUID>``;
+  file kind (``vz7native.host.tree.write_tree``), the ``/etc/vz/conf/<UUID>.conf``
+  link and the ``/etc/vz/names/<name>`` link, and an empty ``/vz/root/<UUID>``;
 * the template tree itself under ``/.sandbox/trees/<UUID>`` (what the image holds:
   tests compare restores with it);
 * the kernel files ``vz7native.host.status`` reads, for the state each container is
@@ -26,11 +26,11 @@ touches mounts under ``root``). Needs root (device nodes, owners, mounts).
 import os
 import random
 import shutil
-import stat
-import struct
 import subprocess
 
 from vz7native.host import Host, procfs, status
+from vz7native.host.tree import write_tree
+from vz7native.image import make_ct_disk
 
 MARKER = b".vz7native-sandbox"
 TREES = b"/.sandbox/trees"
@@ -96,10 +96,6 @@ def fake_uuid(rnd):
     return "-".join((text[:8], text[8:12], text[12:16], text[16:20], text[20:]))
 
 
-def _random_bytes(rnd, size):
-    return rnd.getrandbits(8 * size).to_bytes(size, "little") if size else b""
-
-
 def _write(path, data, mode=0o644):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -112,139 +108,6 @@ def _symlink(target, path):
     if os.path.lexists(path):
         os.unlink(path)
     os.symlink(target, path)
-
-
-# ---------------------------------------------------------------------------
-# The template tree
-
-# POSIX ACL xattr (system.posix_acl_*): version 2, then (tag u16, perm u16, id u32)
-# entries in tag order.
-_ACL_TAGS = {"user_obj": 0x01, "user": 0x02, "group_obj": 0x04, "group": 0x08,
-             "mask": 0x10, "other": 0x20}
-_NO_ID = 0xFFFFFFFF
-
-
-def _acl(*entries):
-    data = struct.pack("<I", 2)
-    for tag, perm, ident in entries:
-        data += struct.pack("<HHI", _ACL_TAGS[tag], perm, _NO_ID if ident is None else ident)
-    return data
-
-
-def write_tree(path, seed):
-    """Write a container's file tree into the empty or missing directory ``path``.
-
-    It has every kind of entry a backup must keep: regular, empty and sparse files,
-    hard links, symlinks (relative, absolute as the container sees them, to a
-    directory, dangling), a FIFO, character and block devices, names that are not
-    UTF-8, user/trusted xattrs and POSIX ACLs (default ACL on a directory too),
-    setuid/setgid/sticky modes, several owners, a deep directory chain, and a VZ7-like
-    skeleton (/etc, /var, /home, /root, /tmp, /dev, /usr). The same seed writes the
-    same tree (names, bytes, modes, owners, xattrs, times). Needs root."""
-    path = os.fsencode(path)
-    rnd = random.Random(seed)
-    os.makedirs(path, exist_ok=True)
-    p = lambda rel: os.path.join(path, rel)  # noqa: E731
-    for d, mode in ((b"etc", 0o755), (b"etc/sysconfig", 0o755), (b"var/log", 0o755),
-                    (b"var/spool/mail", 0o775), (b"home/alice/docs", 0o700), (b"home/bob", 0o750),
-                    (b"root", 0o550), (b"tmp", 0o1777), (b"dev", 0o755), (b"usr/bin", 0o755),
-                    (b"usr/lib64", 0o755), (b"run", 0o755), (b"srv/share", 0o2775)):
-        os.makedirs(p(d), exist_ok=True)
-        os.chmod(p(d), mode)
-    hostname = "ct-%d" % seed
-    _write(p(b"etc/hostname"), hostname.encode() + b"\n")
-    _write(p(b"etc/os-release"), b'NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\n')
-    _write(p(b"etc/passwd"), b"root:x:0:0:root:/root:/bin/bash\n"
-           b"apache:x:48:48:Apache:/usr/share/httpd:/sbin/nologin\n"
-           b"alice:x:1000:1000::/home/alice:/bin/bash\nbob:x:1001:1001::/home/bob:/bin/bash\n")
-    _write(p(b"etc/shadow"), b"root:!!:19000:0:99999:7:::\n", 0o000)
-    _write(p(b"etc/sysconfig/network"), b"NETWORKING=yes\nHOSTNAME=%s\n" % hostname.encode())
-    _write(p(b"etc/empty.conf"), b"")
-    _write(p(b"usr/bin/passwd"), b"\x7fELF" + _random_bytes(rnd, 4092), 0o4755)
-    _write(p(b"usr/bin/wall"), b"\x7fELF" + bytes(4092), 0o2755)
-    _write(p(b"usr/bin/ping"), b"\x7fELF" + bytes(2044), 0o755)
-    os.setxattr(p(b"usr/bin/ping"), "security.capability",
-                struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0))  # cap_net_raw+ep
-    _write(p(b"usr/lib64/libdemo.so.1.0"), _random_bytes(rnd, 8192))
-    _symlink(b"libdemo.so.1.0", p(b"usr/lib64/libdemo.so.1"))
-    # Logs: a sparse file with data at both ends, a plain one, an empty one.
-    with open(p(b"var/log/lastlog"), "wb") as f:
-        f.write(b"head")
-        f.seek(32 << 20)
-        f.write(b"tail")
-    _write(p(b"var/log/messages"), b"".join(
-        b"Jan %2d 02:00:%02d %s kernel: line %d\n" % (1 + i % 28, i % 60, hostname.encode(), i)
-        for i in range(rnd.randint(200, 400))))
-    _write(p(b"var/log/boot.log"), b"")
-    _write(p(b"var/spool/mail/alice"), b"From root\nSubject: hi\n\nhello\n", 0o660)
-    # Hard links: three names of one file, across directories.
-    _write(p(b"home/alice/docs/report.txt"), b"quarterly report %d\n" % rnd.getrandbits(32))
-    os.link(p(b"home/alice/docs/report.txt"), p(b"home/alice/docs/report-copy.txt"))
-    os.link(p(b"home/alice/docs/report.txt"), p(b"home/bob/report-link.txt"))
-    # Names that are not UTF-8 (Latin-1 and a lone continuation byte).
-    _write(p(b"home/alice/docs/caf\xe9.txt"), b"latin-1 name\n")
-    _write(p(b"home/alice/docs/K\xdcBLER.csv"), b"a;b\n1;2\n")
-    os.makedirs(p(b"home/bob/\x80dir"), exist_ok=True)
-    _write(p(b"home/bob/\x80dir/inside"), b"x\n")
-    _write(p(b"home/alice/\xe2\x9c\x93 done.txt"), b"utf-8 name with a space\n")
-    # Symlinks: relative, absolute (the container's own /etc), to a directory, dangling.
-    _symlink(b"../../etc/os-release", p(b"home/alice/os-release"))
-    _symlink(b"/etc/hostname", p(b"root/hostname"))
-    _symlink(b"docs", p(b"home/alice/documents"))
-    _symlink(b"/nonexistent/target", p(b"home/bob/dangling"))
-    _symlink(b"../run", p(b"var/run"))
-    # Special files.
-    os.mkfifo(p(b"run/initctl"), 0o600)
-    for name, mode, major, minor in ((b"null", stat.S_IFCHR | 0o666, 1, 3),
-                                     (b"zero", stat.S_IFCHR | 0o666, 1, 5),
-                                     (b"tty", stat.S_IFCHR | 0o666, 5, 0),
-                                     (b"loop0", stat.S_IFBLK | 0o660, 7, 0),
-                                     (b"ploop12345p1", stat.S_IFBLK | 0o660, 182, 197521)):
-        os.mknod(p(b"dev/" + name), mode, os.makedev(major, minor))
-        os.chmod(p(b"dev/" + name), mode & 0o7777)
-    # xattrs and ACLs.
-    os.setxattr(p(b"home/alice/docs/report.txt"), "user.origin", b"sandbox seed %d" % seed)
-    os.setxattr(p(b"home/alice/docs/report.txt"), "trusted.vz7native", b"\x00\x01binary\xff")
-    os.setxattr(p(b"srv/share"), "user.comment", b"shared")
-    _write(p(b"srv/share/notes"), b"shared notes\n", 0o664)
-    os.setxattr(p(b"srv/share/notes"), "system.posix_acl_access", _acl(
-        ("user_obj", 6, None), ("user", 6, 1001), ("group_obj", 4, None),
-        ("mask", 6, None), ("other", 4, None)))
-    os.setxattr(p(b"srv/share"), "system.posix_acl_default", _acl(
-        ("user_obj", 7, None), ("group_obj", 5, None), ("group", 5, 48),
-        ("mask", 7, None), ("other", 0, None)))
-    # A deep chain of directories.
-    deep = p(b"var/lib/deep")
-    for level in range(24):
-        deep = os.path.join(deep, b"level%02d" % level)
-    _write(os.path.join(deep, b"bottom"), b"the bottom\n")
-    # Random files (the part that differs between seeds).
-    for i in range(rnd.randint(5, 10)):
-        _write(p(b"srv/data-%02d.bin" % i), _random_bytes(rnd, rnd.choice((0, 1, 511, 4096, 65537))))
-    # Owners, then the modes that chown clears (setuid/setgid), then times.
-    owners = {b"home/alice": (1000, 1000), b"home/bob": (1001, 1001),
-              b"var/spool/mail/alice": (1000, 12), b"srv/share": (48, 48),
-              b"srv/share/notes": (1001, 48), b"usr/bin/wall": (0, 5)}
-    for rel, (uid, gid) in owners.items():
-        if os.path.isdir(p(rel)) and rel.startswith(b"home/"):
-            for base, dirs, files in os.walk(p(rel)):
-                for name in dirs + files:
-                    os.lchown(os.path.join(base, name), uid, gid)
-        os.lchown(p(rel), uid, gid)
-    for rel, mode in ((b"usr/bin/passwd", 0o4755), (b"usr/bin/wall", 0o2755), (b"srv/share", 0o2775)):
-        os.chmod(p(rel), mode)
-    _set_times(path, 1500000000 + (seed % 1000) * 86400)
-
-
-def _set_times(path, base):
-    entries = []
-    for top, dirs, files in os.walk(path):
-        for name in files + dirs:
-            entries.append(os.path.join(top, name))
-    entries.sort()
-    for i, entry in enumerate(reversed(entries + [path])):  # children before parents
-        when = (base + i * 3607) * 10 ** 9 + (i * 7919 % 10 ** 9)
-        os.utime(entry, ns=(when, when), follow_symlinks=False)
 
 
 # ---------------------------------------------------------------------------
@@ -324,8 +187,6 @@ class Sandbox(object):
                       tree_builder=write_tree, extra_config=b""):
         """Add a container: its tree (if ``tree_builder``), its image, its
         configuration (``extra_config``: more ``ve.conf`` lines). Returns it."""
-        from vz7native.image import make_ct_disk  # the image room is needed only here
-
         self.write_container(ctid, name, disk_size, extra_config)
         tree = self.tree_path(ctid)
         os.makedirs(tree)

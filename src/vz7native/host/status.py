@@ -42,8 +42,8 @@ import collections
 import os
 
 from vz7native.host import procfs
-from vz7native.host.conf import show
 from vz7native.host.errors import HostError, StatusError
+from vz7native.paths import show
 
 STOPPED = "stopped"
 RUNNING = "running"
