@@ -2,7 +2,7 @@
 blockers, registration. No ``prlctl`` or ``vzctl`` is run except to register a
 restored container.
 
-    >>> from vz7native.host import Host
+    >>> from vz7native.host import Host, find_blockers, register_container
     >>> host = Host(root=b"/")
     >>> ct = host.find(name="web01", uuid="2d109ae4-5231-475f-bc44-5cabf5d8503b")
     >>> host.status(ct).state
@@ -10,13 +10,16 @@ restored container.
     >>> with host.lockfile(b"/var/lock/bareos-vz7.lock", 600), host.container_lock(ct, 60):
     ...     host.check_pcompact(ct)
     ...     find_blockers(ct.root, "tmp/backup_blocker")
+    []
+    >>> register_container(ct.ve_private, 120)     # after restoring a whole container
 
 Everything takes a host root (default ``/``): files VZ7 keeps (``/etc/vz``, the
 private areas, lock and log files) and the kernel files a sandbox has to stage
 (``/sys/fs/cgroup``, ``/sys/block``) are read under it; processes, flocks and mounts
 come from the real ``/proc`` (see ``procfs``). ``vz7native.host.sandbox`` builds such a
 root. Modules: ``conf`` (ve.conf), ``containers``, ``status`` (with the list of
-signals), ``locks``, ``pcompact``, ``blockers``, ``register``.
+signals), ``locks``, ``pcompact``, ``blockers``, ``register``, ``rootfs`` (paths inside
+a root), ``procfs``, and for tests and the demo ``sandbox`` and ``tree``.
 
 Nothing here imports ctypes-based modules (pyudev, FUSE, ``uuid`` on 3.6): the
 Bareos plugin imports it inside the file daemon.

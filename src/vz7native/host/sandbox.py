@@ -1,6 +1,6 @@
 """A sandbox VZ7 host: a directory that looks like a Virtuozzo 7 host on disk.
 
-Used by the tests and by ``make demo``. ``Sandbox.build(root, count, seed)`` writes
+For the tests and the demo. ``Sandbox.build(root, count, seed)`` writes
 
 * ``/etc/vz/vz.conf`` and, per container, ``/vz/private/<UUID>/`` with ``ve.conf``,
   ``.ve.layout`` (5), ``.owner``, ``scripts/``, ``dump/`` and ``root.hdd/`` holding a
@@ -152,6 +152,10 @@ class Sandbox(object):
         root = os.path.abspath(os.fsencode(root))
         if os.path.exists(os.path.join(root, MARKER)):
             cleanup(root)
+            left = _mount_points_under(root)
+            if left:  # never let rmtree cross into a mount
+                raise OSError("cannot reuse sandbox %s: still mounted: %s" % (
+                    os.fsdecode(root), ", ".join(os.fsdecode(p) for p in left)))
             shutil.rmtree(root)
         elif os.path.exists(root) and os.listdir(root):
             raise FileExistsError("%s exists and is not a sandbox host" % os.fsdecode(root))
@@ -234,8 +238,10 @@ class Sandbox(object):
         found = []
         for dev in sorted(os.listdir(base)):
             attached = os.path.join(base, dev, b"pdelta/0/image")
-            if os.path.exists(attached) and open(attached, "rb").read().strip() == image:
-                found.append(os.path.join(base, dev))
+            if os.path.exists(attached):
+                with open(attached, "rb") as f:
+                    if f.read().strip() == image:
+                        found.append(os.path.join(base, dev))
         return found
 
     def _attach_ploop(self, ct):
