@@ -5,20 +5,14 @@ import sys
 
 import pytest
 
+from host_helpers import DB, WEB, two_container_host
 from vz7native.host import (
     ConfigError, ContainerMismatch, ContainerNotFound, Host, HostError, UnsupportedLayout)
-from vz7native.host.sandbox import Sandbox
-
-WEB = "2d109ae4-5231-475f-bc44-5cabf5d8503b"
-DB = "9a3c9e1f-6a77-4c1b-8e0e-35b6f3d5a0c2"
 
 
 @pytest.fixture
 def sandbox(tmp_path):
-    box = Sandbox.create(str(tmp_path / "host"))
-    box.write_container(WEB, "web01")
-    box.write_container(DB, "db 01 \u00e9")
-    return box
+    return two_container_host(tmp_path, db_name="db 01 \u00e9")
 
 
 def write(path, data):

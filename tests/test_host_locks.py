@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from host_helpers import DB, WEB, Processes, two_container_host
 from vz7native.host import HostError, LockTimeout
 from vz7native.host.locks import FileLock
-from vz7native.host.sandbox import Sandbox
 
 HOLDER = r"""
 import sys, time
@@ -23,22 +23,11 @@ with FileLock(sys.argv[1], 5, "test lock", note="backup of web01 (job 42)"):
 
 
 @pytest.fixture
-def holder(tmp_path):
-    """Start a process that holds a lock on a file; yields (path, process)."""
-    started = []
-
-    def start(path):
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
-                                stdout=subprocess.PIPE, universal_newlines=True)
-        started.append(proc)
-        assert proc.stdout.readline().strip() == "locked"
-        return proc
-
-    yield start
-    for proc in started:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+def holder():
+    """holder(path) starts a process that holds the lock on ``path``."""
+    processes = Processes()
+    yield lambda path: processes.start([sys.executable, "-c", HOLDER, path], "locked")
+    processes.close()
 
 
 def open_fds():
@@ -172,7 +161,7 @@ def test_bad_lock_paths_name_the_option(tmp_path):
         FileLock(str(tmp_path / "link.lock"), 1, "lockfile").acquire()
     assert not target.exists()                    # a symlink is never followed to create a file
     with pytest.raises(HostError, match="lockfile var/lock/x: the lock file must be an absolute path"):
-        Sandbox.create(str(tmp_path / "host")).host.lockfile("var/lock/x", 1)
+        two_container_host(tmp_path).host.lockfile("var/lock/x", 1)
     with pytest.raises(ValueError, match="lockfile: the timeout must be"):
         FileLock(str(tmp_path / "l"), -1, "lockfile")
     lock = FileLock(str(tmp_path / "l"), 0, "lockfile")
@@ -182,10 +171,8 @@ def test_bad_lock_paths_name_the_option(tmp_path):
 
 
 def test_host_locks_live_under_the_host_root(tmp_path):
-    box = Sandbox.create(str(tmp_path / "host"))
-    box.write_container("2d109ae4-5231-475f-bc44-5cabf5d8503b", "web01")
-    box.write_container("9a3c9e1f-6a77-4c1b-8e0e-35b6f3d5a0c2", "db01")
-    web, db = box.host.containers()[0]
+    box = two_container_host(tmp_path)
+    web, db = box.host.find(uuid=WEB), box.host.find(uuid=DB)
     with box.host.lockfile(b"/var/lock/bareos-vz7.lock", 1, "job 1") as lock:
         assert lock.path == box.root + b"/var/lock/bareos-vz7.lock"
         with pytest.raises(LockTimeout, match="^lockfile /var/lock/bareos-vz7.lock is still held"):

@@ -5,17 +5,13 @@ interpreter started through a link of that name): it locks the sandbox's
 ``/var/run/pcompact.pid`` and writes ``Inspect {UUID}`` lines to its log, as
 pcompact does."""
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
+from host_helpers import DB, WEB, Processes, two_container_host
 from vz7native.host import PcompactRunning
-from vz7native.host.sandbox import Sandbox
-
-WEB = "2d109ae4-5231-475f-bc44-5cabf5d8503b"
-DB = "9a3c9e1f-6a77-4c1b-8e0e-35b6f3d5a0c2"
 
 # argv: state file, log file ("-" for none), container to log ("-" for none).
 PCOMPACT = r"""
@@ -39,35 +35,26 @@ VZCTL = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
 
 @pytest.fixture
 def box(tmp_path):
-    sandbox = Sandbox.create(str(tmp_path / "host"))
-    sandbox.write_container(WEB, "web01")
-    sandbox.write_container(DB, "db01")
-    return sandbox
+    return two_container_host(tmp_path)
 
 
 @pytest.fixture
 def start(tmp_path):
     """start(name, argv, cwd) runs the Python interpreter under the kernel name
     ``name`` and waits for its "ready"."""
-    procs = []
+    processes = Processes()
 
     def run(name, argv, cwd=None):
         link = tmp_path / name
         if not link.exists():
             os.symlink(os.path.realpath(sys.executable), str(link))
-        proc = subprocess.Popen([str(link)] + argv, cwd=cwd, stdout=subprocess.PIPE,
-                                universal_newlines=True)
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "ready"
+        proc = processes.start([link] + argv, "ready", cwd=cwd)
         with open("/proc/%d/comm" % proc.pid) as f:
             assert f.read().strip() == name
         return proc
 
     yield run
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    processes.close()
 
 
 def pcompact(box, start, tmp_path, inspect, log=True):
