@@ -81,14 +81,14 @@ def resolve(root_fd, start, path, follow_last=True):
                 if pending:
                     raise
                 return names + [name]
-            if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name)
-                target = os.readlink(name, dir_fd=parent)
+            follow = stat.S_ISLNK(st.st_mode) and (pending or follow_last)
+            target = os.readlink(name, dir_fd=parent) if follow else None
         finally:
             os.close(parent)
-        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
+        if target is not None:
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name)
             if target.startswith(b"/"):
                 names = []
             pending.extend(reversed(components(target)))
