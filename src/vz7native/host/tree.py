@@ -1,0 +1,158 @@
+"""A container's file tree with every kind of entry, for sandbox hosts and tests.
+
+``write_tree(path, seed)`` fills an empty directory with what a backup must keep:
+regular, empty, sparse and large files, hard links (one across directories),
+symlinks (relative, absolute as the container sees them, to a directory,
+dangling), a FIFO, a socket, character and block devices, names that are not
+UTF-8, a 255-byte name and a UTF-8 name with a blank, user/trusted xattrs, a file
+capability, POSIX ACLs (access, and a default one on a directory),
+setuid/setgid/sticky modes, several owners, a directory 40 levels deep, one with
+300 entries, and a CentOS-7-like skeleton (``/etc``, ``/root``, ``/usr``,
+``/var/log``, ``/var/run`` -> ``../run``, ``/home``, ``/dev``, ``/tmp``).
+
+The same seed writes the same tree, down to the bytes, modes, owners, xattrs and
+times (everything dated ``OLD_MTIME``); the seed changes the hostname and a few
+data files, so that the containers of one sandbox differ. Needs root (device
+nodes, owners, the ``security.capability`` and ``trusted.*`` xattrs) and
+``setfacl``.
+"""
+import os
+import random
+import socket
+import stat
+import subprocess
+
+NON_UTF8_DIR = b"caf\xe9-\xff\xfe"
+NON_UTF8_FILE = b"r\xe9sum\xe9\x80.txt"
+DEEP_LEVELS = 40
+MANY_ENTRIES = 300
+OLD_MTIME = 981173106  # 2001-02-03 04:05:06 UTC
+CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service
+
+
+def write_file(path, data, mode=0o644, uid=0, gid=0, mtime=OLD_MTIME):
+    """Write ``data`` to ``path`` with this owner, mode and mtime."""
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    os.utime(path, (mtime, mtime))
+
+
+def random_bytes(seed, size):
+    """``size`` pseudo-random bytes from ``seed`` (a 4 KiB block repeated)."""
+    rng = random.Random(seed)
+    block = rng.getrandbits(8 * 4096).to_bytes(4096, "little")
+    return (block * (-(-size // 4096)))[:size]
+
+
+def set_dir_times(root):
+    """Date every directory under ``root`` (and ``root``) ``OLD_MTIME``."""
+    for dirpath, _, _ in os.walk(root, topdown=False):
+        os.utime(dirpath, (OLD_MTIME, OLD_MTIME))
+
+
+def _set_all_times(root):
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), (OLD_MTIME, OLD_MTIME), follow_symlinks=False)
+    os.utime(root, (OLD_MTIME, OLD_MTIME))
+
+
+def _make_socket(directory, name):
+    # A socket path is limited to 108 bytes: bind through the directory's fd.
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(b"/proc/self/fd/%d/%s" % (dir_fd, name))
+    finally:
+        sock.close()
+        os.close(dir_fd)
+
+
+def write_tree(root, seed=0):
+    """Fill the existing, empty directory ``root`` (str or bytes) with the tree."""
+    root = os.fsencode(root)
+    rnd = random.Random(seed)
+    j = lambda *parts: os.path.join(root, *parts)  # noqa: E731
+    for d in (b"etc", b"etc/sysconfig", b"home", b"home/user", b"var", b"var/lib", b"var/log",
+              b"var/spool", b"var/spool/mail", b"dev", b"srv", b"tmp", b"run", b"root", b"usr",
+              b"usr/bin", b"usr/lib64", NON_UTF8_DIR):
+        os.mkdir(j(d))
+    write_file(j(b"etc/hostname"), b"ct%d\n" % (101 + seed))
+    write_file(j(b"etc/empty"), b"")
+    write_file(j(b"etc/shadow"), b"root:*:19000:0:99999:7:::\n", mode=0o640, gid=42)
+    write_file(j(b"etc/passwd"), b"root:x:0:0:root:/root:/bin/bash\n"
+               b"www-data:x:33:33:www-data:/var/www:/sbin/nologin\n"
+               b"user:x:1000:1000::/home/user:/bin/bash\n")
+    write_file(j(b"etc/os-release"), b'NAME="CentOS Linux"\nVERSION="7 (Core)"\nID="centos"\n')
+    write_file(j(b"etc/sysconfig/network"), b"NETWORKING=yes\n")
+    write_file(j(b"home/user/notes.txt"), b"first version\n" * 100, uid=1000, gid=1000)
+    write_file(j(b"home/user/random.bin"), random_bytes(1, 3 << 20 | 123), uid=1000, gid=1000)
+    write_file(j(b"home/user/\xe2\x9c\x93 done.txt"), b"a UTF-8 name with a blank\n",
+               uid=1000, gid=1000)
+    write_file(j(b"var/spool/mail/user"), b"From root\n\nhello\n", mode=0o660, uid=1000, gid=12)
+    write_file(j(b"var/log/messages"), b"".join(
+        b"Feb  3 04:05:%02d ct%d kernel: line %d\n" % (n % 60, 101 + seed, n)
+        for n in range(rnd.randint(100, 300))))
+    write_file(j(b"var/log/boot.log"), b"")
+    write_file(j(b"root/.bash_history"), b"vzctl --help\n", mode=0o600)
+    write_file(j(b"usr/bin/passwd"), b"\x7fELF" + random_bytes(2, 8188), mode=0o4755)
+    write_file(j(b"usr/lib64/libdemo.so.1.0"), random_bytes(3, 16384), mode=0o755)
+    # Hard links, one across directories.
+    write_file(j(b"var/lib/data"), b"linked content\n", uid=33, gid=33)
+    os.link(j(b"var/lib/data"), j(b"var/lib/data.link"))
+    os.link(j(b"var/lib/data"), j(b"srv/data.link"))
+    # Symlinks: relative, absolute (the container's own /etc), to directories, dangling.
+    os.symlink(b"../etc/hostname", j(b"srv/hostname"))
+    os.symlink(b"/etc/shadow", j(b"srv/abs"))
+    os.symlink(b"nowhere/at/all", j(b"srv/dangling"))
+    os.symlink(b"libdemo.so.1.0", j(b"usr/lib64/libdemo.so.1"))
+    os.symlink(b"../run", j(b"var/run"))
+    os.symlink(b"/srv", j(b"home/user/srv"))
+    # Device nodes, FIFO, socket.
+    os.mknod(j(b"dev/null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(j(b"dev/sda1"), 0o660 | stat.S_IFBLK, os.makedev(8, 1))
+    os.chown(j(b"dev/sda1"), 0, 6)
+    os.mkfifo(j(b"tmp/fifo"), 0o620)
+    _make_socket(j(b"tmp"), b"socket")
+    # Special modes.
+    write_file(j(b"srv/setuid"), b"#!/bin/sh\n", mode=0o4755)
+    write_file(j(b"srv/setgid"), b"#!/bin/sh\n", mode=0o2750, gid=50)
+    os.chmod(j(b"tmp"), 0o1777)
+    os.chmod(j(b"root"), 0o550)
+    # Names that are not UTF-8, and a 255-byte name.
+    write_file(j(NON_UTF8_DIR, NON_UTF8_FILE), b"latin-1 name\n", uid=65534, gid=65534)
+    write_file(j(b"srv", b"n" * 255), b"long name\n")
+    # xattrs: user, trusted, security.capability (set after chown: chown drops it), ACLs.
+    write_file(j(b"srv/xattr"), b"attributes\n", uid=1000, gid=1000)
+    os.setxattr(j(b"srv/xattr"), b"user.comment", b"hello \xff world")
+    os.setxattr(j(b"srv/xattr"), b"user.empty", b"")
+    os.setxattr(j(b"srv/xattr"), b"trusted.seed", b"%d" % seed)
+    write_file(j(b"srv/ping"), b"\x7fELF", mode=0o755)
+    os.setxattr(j(b"srv/ping"), b"security.capability", CAPABILITY)
+    write_file(j(b"srv/acl"), b"acl\n")
+    subprocess.check_call(["setfacl", "-m", "u:1234:rw,g:5678:r", j(b"srv/acl")])
+    subprocess.check_call(["setfacl", "-d", "-m", "u:1234:rwx", j(b"home/user")])
+    # A sparse file: data at both ends of 8 MiB.
+    with open(j(b"var/lib/sparse.img"), "wb") as f:
+        f.write(b"start")
+        f.seek(8 << 20)
+        f.write(b"end")
+    # Deep nesting.
+    deep = j(b"deep")
+    os.mkdir(deep)
+    for level in range(DEEP_LEVELS):
+        deep = os.path.join(deep, b"level%02d" % level)
+        os.mkdir(deep)
+    write_file(os.path.join(deep, b"bottom"), b"deep down\n")
+    # Many entries in one directory (hashed directory index in ext4).
+    many = j(b"var/many")
+    os.mkdir(many)
+    for n in range(MANY_ENTRIES):
+        write_file(os.path.join(many, b"file-%04d" % n), b"%d\n" % n)
+    # What differs from one seed to the next.
+    for n in range(rnd.randint(3, 8)):
+        write_file(j(b"srv/seed-%02d.bin" % n), random_bytes(
+            seed * 100 + n, rnd.choice((0, 1, 511, 4096, 65537))))
+    _set_all_times(root)
