@@ -176,7 +176,8 @@ class PluginCore(object):
             if var == v["bVarSinceTime"]:
                 if not isinstance(value, int):
                     raise TypeError("an integer is required")
-                self.plugin.since = value
+                # 0 falls back to the job's since time (§5)
+                self.plugin.since = value or self.plugin.event_since
                 return OK
             if var == v["bVarCheckChanges"]:
                 self.plugin.check_changes = value is True

@@ -102,6 +102,7 @@ class PythonFdPlugin(object):
         self.pending_exception = None
         self.previous_fname = None                # PySavePacketToNative's saved fname
         self.crash_at_job_end = None
+        self.event_since = 0                      # the value of bEventSince
         self.since = 0                            # C-private since (bEventSince / SetValue)
         self.backup_level = None                  # C-private level (bEventLevel)
         self.check_changes = True                 # SetValue(bVarCheckChanges)
@@ -231,16 +232,17 @@ class PythonFdPlugin(object):
 
     def handle_event(self, event, value=None):
         """``handlePluginEvent`` of python3-fd for one event the core delivers."""
-        if event not in self.events:
-            return OK
         name = C.EVENT_NAMES[event]
+        if event not in self.events:  # not in this instance's event mask
+            self.core.event_log(name, False)
+            return OK
         rc = ERROR
         dispatched = False
         options = ""
         if event == C.EVENTS["bEventLevel"]:
             self.backup_level = value
         elif event == C.EVENTS["bEventSince"]:
-            self.since = value
+            self.since = self.event_since = value
         elif event in (C.EVENTS["bEventBackupCommand"], C.EVENTS["bEventRestoreCommand"],
                        C.EVENTS["bEventEstimateCommand"], C.EVENTS["bEventPluginCommand"]):
             dispatched = True
