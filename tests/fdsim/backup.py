@@ -161,6 +161,8 @@ class _Saver(object):
         core = self.core
         kind = sp.type
         mode = sp.statp.mode & 0xFFFF
+        if core.canceled:
+            return 0
         if kind in (FT["FT_NOCHG"], FT["FT_DIRNOCHG"]):
             core.job_message(C.M["M_SKIPPED"], "     Unchanged file skipped: %s" % sp.fname)
             return 0
@@ -273,6 +275,8 @@ class _Saver(object):
 
     def save_object(self, sp):
         core = self.core
+        if core.canceled:
+            return
         if not sp.object_name:
             core.job_message(C.M["M_FATAL"], 'Command plugin "%s": no object_name in '
                              'startBackupFile packet.' % sp.cmd)
