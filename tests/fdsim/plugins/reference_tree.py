@@ -63,6 +63,7 @@ class TreePlugin(object):
         self.fobj_path = None
         self.xattrs = None
         self.restored = {}
+        self.acls = {}
         self.directories = []
 
     def parse(self, text):
@@ -236,23 +237,26 @@ class TreePlugin(object):
 
     def end_restore_file(self):
         attrs, self.restored = self.restored, {}
+        acls, self.acls = self.acls, {}
         if not attrs or attrs["type"] == bareosfd.FT_LNKSAVED:
             return bareosfd.bRC_OK
         path = attrs["path"]
+        if attrs["type"] != bareosfd.FT_DIREND:  # the core set owner and mode of directories
+            os.chown(path, attrs["uid"], attrs["gid"], follow_symlinks=False)
+            if not stat.S_ISLNK(attrs["mode"]):
+                os.chmod(path, stat.S_IMODE(attrs["mode"]))
+        for name, value in acls.items():  # after chmod, which rewrites the ACL mask
+            os.setxattr(path, name, value, follow_symlinks=False)
         if attrs["type"] == bareosfd.FT_DIREND:
             self.directories.append((path, attrs["times"]))  # after their contents
-            return bareosfd.bRC_OK
-        os.chown(path, attrs["uid"], attrs["gid"], follow_symlinks=False)
-        if not stat.S_ISLNK(attrs["mode"]):
-            os.chmod(path, stat.S_IMODE(attrs["mode"]))
-        os.utime(path, attrs["times"], follow_symlinks=False)
+        else:
+            os.utime(path, attrs["times"], follow_symlinks=False)
         return bareosfd.bRC_OK
 
     def set_acl(self, acl):
-        path = acl.fname.encode("utf-8")
-        content = bytes(acl.content).rstrip(b"\0")  # the FD appends one NUL (§3.5)
-        for name, value in json.loads(content.decode("ascii")).items():
-            os.setxattr(path, name, bytes.fromhex(value), follow_symlinks=False)
+        content = bytes(acl.content)[:-1]  # the FD appends one NUL (§3.5)
+        self.acls = {name: bytes.fromhex(value)
+                     for name, value in json.loads(content.decode("ascii")).items()}
         return bareosfd.bRC_OK
 
     def set_xattr(self, xattr):
