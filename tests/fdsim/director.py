@@ -70,6 +70,7 @@ class FileDaemon(object):
                                                                               self.number))
         self.wedged = None
         self.pid = None
+        self.returncode = None
         self._process = None
         self._replies = None
         self._commands = None
@@ -132,7 +133,7 @@ class FileDaemon(object):
                 self._commands.close()
             except (OSError, ValueError):
                 pass
-            self._process.wait()
+            self.returncode = self._process.wait()
             if self._reader is not None:
                 self._reader.join()
             self._replies.close()
@@ -199,7 +200,13 @@ class FileDaemon(object):
         return waiter["reply"]["rss_kib"]
 
     def exit_status(self):
-        return self._process.poll() if self._process is not None else None
+        """The FD process's exit status once it has ended, else None."""
+        if self._process is not None:
+            try:
+                self.returncode = self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.returncode
 
     # --- jobs ---------------------------------------------------------------------------
 
