@@ -7,6 +7,7 @@ import pytest
 
 from fdsim import constants as C
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
+from fdsim.testing import virtual_plugin
 
 
 @pytest.fixture
@@ -16,14 +17,7 @@ def director_for(tmp_path):
     return make
 
 
-def with_plugin(body, imports="import os"):
-    """A plugin module: a VirtualPlugin subclass ``P`` with ``body`` as class body."""
-    return ("import bareosfd\n%s\nfrom virtual import VirtualPlugin, entry_points\n\n"
-            "class P(VirtualPlugin):\n%s\n\nentry_points(globals(), P)\n"
-            % (imports, "\n".join("    " + line for line in body.strip("\n").splitlines())))
-
-
-CODE_ON_SECOND = with_plugin("""
+CODE_ON_SECOND = virtual_plugin("""
 def start_backup_file(self, savepkt):
     rc = VirtualPlugin.start_backup_file(self, savepkt)
     if self.current == "/b":
@@ -57,7 +51,7 @@ def test_start_backup_file_return_codes(director_for, fdsim_plugin, version, cod
 
 
 def test_nothing_is_copied_back_unless_ok(director_for, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     self.fill(savepkt, "/never")
     savepkt.flags = b"not even a bytearray"
@@ -77,7 +71,7 @@ def start_backup_file(self, savepkt):
     ("savepkt.type = 0", 23, 'no type in startBackupFile packet'),
 ])
 def test_copy_back_validation_is_fatal(director_for, fdsim_plugin, change, version, text):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     VirtualPlugin.start_backup_file(self, savepkt)
     %s
@@ -88,7 +82,7 @@ def start_backup_file(self, savepkt):
     assert any(text in m for m in result.messages("M_FATAL"))
 
 
-SURROGATE = with_plugin("""
+SURROGATE = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     if name == "/bad":
@@ -113,7 +107,7 @@ def test_names_bareos_cannot_encode(director_for, fdsim_plugin, version, field, 
         assert any("UnicodeEncodeError" in m for m in result.messages("M_FATAL"))
 
 
-FILE_TYPES = with_plugin("""
+FILE_TYPES = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     kind, mode = {"/sock": (bareosfd.FT_SPEC, 0o140644), "/fifo": (bareosfd.FT_SPEC, 0o10644),
@@ -146,7 +140,7 @@ def test_file_types(director_for, fdsim_plugin):
 
 
 def test_no_read_false_reads_data_whatever_the_type(director_for, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     savepkt.type = bareosfd.FT_DIREND
@@ -157,7 +151,7 @@ def fill(self, savepkt, name):
     assert "plugin_io(IO_READ)" in result.calls and result.bytes == 12
 
 
-LINKS = with_plugin("""
+LINKS = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     if name == "/sym":
@@ -200,7 +194,7 @@ def test_acl_and_xattr_off_in_the_fileset(director_for, fdsim_plugin):
 
 
 def test_xattr_more_and_acl_content(director_for, fdsim_plugin, tmp_path):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def get_acl(self, acl):
     acl.content = bytearray(b"acl-of-" + acl.fname.encode())
     return bareosfd.bRC_OK
@@ -230,7 +224,7 @@ def set_xattr(self, xattr):
 
 def test_recorded_stat_is_what_c_sees(director_for, fdsim_plugin):
     """st_nlink is an int16 in C (40000 -> -25536) and the default st_size is -1 (§13)."""
-    source = with_plugin("""
+    source = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     savepkt.statp = bareosfd.StatPacket()
@@ -242,7 +236,7 @@ def fill(self, savepkt, name):
     assert (row["nlink"], row["size"]) == (-25536, -1)
 
 
-READ_COUNT = with_plugin("""
+READ_COUNT = virtual_plugin("""
 def plugin_io(self, iop):
     if iop.func == bareosfd.IO_READ:
         bareosfd.JobMessage(bareosfd.M_INFO, "count=%d" % iop.count)
@@ -258,7 +252,7 @@ def test_io_read_count(director_for, fdsim_plugin, version, sparse, count):
     assert set(result.messages("M_INFO")) == {"count=%d" % count}
 
 
-BYTES_BUFFER = with_plugin("""
+BYTES_BUFFER = virtual_plugin("""
 def plugin_io(self, iop):
     rc = VirtualPlugin.plugin_io(self, iop)
     if iop.func == bareosfd.IO_READ and iop.status:
@@ -279,7 +273,7 @@ def test_bytes_buffer_on_io_read(director_for, fdsim_plugin, tmp_path, version, 
 
 
 def test_io_read_buffer_larger_than_count_is_a_read_error(director_for, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def plugin_io(self, iop):
     rc = VirtualPlugin.plugin_io(self, iop)
     if iop.func == bareosfd.IO_READ and iop.status:
@@ -295,7 +289,7 @@ def plugin_io(self, iop):
 def test_do_io_in_core_reads_the_plugins_fd(director_for, fdsim_plugin, tmp_path):
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(700000))
-    source = with_plugin("""
+    source = virtual_plugin("""
 def plugin_io(self, iop):
     if iop.func == bareosfd.IO_OPEN:
         if iop.flags & os.O_WRONLY:
@@ -325,7 +319,7 @@ def fill(self, savepkt, name):
 
 
 def test_do_io_in_core_without_filedes_cannot_open(director_for, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def plugin_io(self, iop):
     if iop.func == bareosfd.IO_OPEN:
         iop.status = bareosfd.iostat_do_in_core
@@ -372,7 +366,7 @@ def test_get_value_during_a_backup(director_for, fdsim_plugin):
 
 
 def test_restore_objects_reach_restore_object_data(director_for, fdsim_plugin, tmp_path):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     if getattr(self, "sent", False):
         return VirtualPlugin.start_backup_file(self, savepkt)

@@ -8,9 +8,9 @@ import pytest
 
 from fdsim import FdWedgedError, jobrun
 from fdsim.testing import fdsim_plugin, make_director, plugin_line  # noqa: F401
-from test_fdsim_backup import with_plugin
+from fdsim.testing import virtual_plugin
 
-WHO = with_plugin("""
+WHO = virtual_plugin("""
 def meet(self, tag):
     # wait until both jobs got here (option barrier: a directory)
     barrier = self.options["barrier"]
@@ -64,7 +64,7 @@ def test_successive_jobs_in_one_fd_and_one_fd_per_job(tmp_path, fdsim_plugin):
     assert alone[0]["pid"] != alone[1]["pid"] != one["pid"]
 
 
-STR_WALK = with_plugin("""
+STR_WALK = virtual_plugin("""
 def names(self):
     root = self.options["root"]
     return [os.path.join(root, name) for name in sorted(os.listdir(root))]
@@ -99,7 +99,7 @@ def test_c_locale_needs_a_child_process(tmp_path, fdsim_plugin):
 
 
 def test_a_crash_wedges_the_fd(tmp_path, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def fill(self, savepkt, name):
     VirtualPlugin.fill(self, savepkt, name)
     savepkt.type = bareosfd.FT_LNK
@@ -114,7 +114,7 @@ def fill(self, savepkt, name):
 
 
 def test_an_fd_process_that_dies_fails_the_job(tmp_path, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     os._exit(3)
 """)
@@ -134,9 +134,16 @@ def test_memory_report(tmp_path, fdsim_plugin):
     assert len(director.jobs()) == 4
 
 
-@pytest.mark.skipif(sys.version_info < (3, 8), reason="no sub-interpreters before 3.8")
 def test_interpreter_modes_can_be_chosen(tmp_path, fdsim_plugin):
+    """A sub-interpreter per job where the Python offers them (3.8+), else a fresh
+    import; both can be asked for explicitly."""
     line = fdsim_plugin(WHO)
-    for mode in (jobrun.SUB_INTERPRETER, jobrun.FRESH_IMPORT):
+    has_sub_interpreters = sys.version_info >= (3, 8)
+    assert jobrun.available_modes()[0] == (
+        jobrun.SUB_INTERPRETER if has_sub_interpreters else jobrun.FRESH_IMPORT)
+    if not has_sub_interpreters:
+        with pytest.raises(ValueError, match="cannot create sub-interpreters"):
+            jobrun.resolve_mode(jobrun.SUB_INTERPRETER)
+    for mode in jobrun.available_modes():
         director = make_director(tmp_path / mode, interpreter=mode)
         assert director.backup(line).raw["interpreter"] == mode

@@ -3,9 +3,9 @@ gives, which events still reach a failed job, and the bareosfd functions."""
 import pytest
 
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
-from test_fdsim_backup import with_plugin
+from fdsim.testing import virtual_plugin
 
-MESSAGE = with_plugin("""
+MESSAGE = virtual_plugin("""
 def __init__(self, plugindef):
     VirtualPlugin.__init__(self, plugindef)
     bareosfd.RegisterEvents([bareosfd.bEventJobEnd, bareosfd.bEventEndBackupJob,
@@ -50,7 +50,7 @@ def test_abort_message_takes_the_fd_down(tmp_path, fdsim_plugin):
 @pytest.mark.parametrize("argument, error", [("b'bytes'", "TypeError"),
                                              ("'K\\udcdcBLER'", "UnicodeEncodeError")])
 def test_job_message_rejects_bytes_and_surrogates(tmp_path, fdsim_plugin, argument, error):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     try:
         bareosfd.JobMessage(bareosfd.M_INFO, %s)
@@ -69,7 +69,7 @@ def start_backup_file(self, savepkt):
 
 
 def test_debug_messages_follow_the_debug_level(tmp_path, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     bareosfd.DebugMessage(100, "level 100\\n")
     bareosfd.DebugMessage(200, "level 200\\n")
@@ -85,7 +85,7 @@ def start_backup_file(self, savepkt):
     assert "python3-fd: Successfully loaded module with name testplugin" in texts
 
 
-BACKUP_COMMAND = with_plugin("""
+BACKUP_COMMAND = virtual_plugin("""
 def parse_plugin_definition(self, plugindef):
     VirtualPlugin.parse_plugin_definition(self, plugindef)
     self.calls = getattr(self, "calls", 0) + 1
@@ -103,7 +103,7 @@ def test_failed_parse_at_backup_command(tmp_path, fdsim_plugin, version, status)
 
 
 def test_start_backup_job_error_does_not_abort(tmp_path, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def __init__(self, plugindef):
     VirtualPlugin.__init__(self, plugindef)
     bareosfd.RegisterEvents([bareosfd.bEventStartBackupJob])
@@ -116,7 +116,7 @@ def handle_plugin_event(self, event):
 
 
 def test_module_functions(tmp_path, fdsim_plugin):
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_backup_file(self, savepkt):
     m = bareosfd
     bareosfd.JobMessage(m.M_INFO, "count=%d seen=%d register=%d,%d fileset=%d" % (

@@ -8,10 +8,10 @@ import pytest
 
 from fdsim import constants as C
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
-from test_fdsim_backup import with_plugin
+from fdsim.testing import virtual_plugin
 
 # Virtual entries of every kind; create_file answers what option "status" says.
-ENTRIES = with_plugin("""
+ENTRIES = virtual_plugin("""
 KINDS = {"/t/dir": (bareosfd.FT_DIREND, 0o40750), "/t/dir/file": (bareosfd.FT_REG, 0o100640),
          "/t/sym": (bareosfd.FT_LNK, 0o120777), "/t/fifo": (bareosfd.FT_SPEC, 0o10640),
          "/t/chr": (bareosfd.FT_SPEC, 0o20640), "/t/hard": (bareosfd.FT_REG, 0o100640),
@@ -190,7 +190,7 @@ def test_replace_policies_under_cf_core(backed_up, replace, existing_mtime, crea
 
 def test_start_restore_file_failure_unbalances_create_file(backed_up, fdsim_plugin, tmp_path):
     director, where = backed_up
-    source = with_plugin("""
+    source = virtual_plugin("""
 def start_restore_file(self, cmd):
     return bareosfd.bRC_Error
 """)
@@ -205,7 +205,7 @@ def start_restore_file(self, cmd):
 
 def test_create_file_not_ok_skips_the_file(backed_up, fdsim_plugin):
     director, where = backed_up
-    source = with_plugin("""
+    source = virtual_plugin("""
 def create_file(self, restorepkt):
     return bareosfd.bRC_Error
 """)
@@ -219,7 +219,7 @@ def create_file(self, restorepkt):
 
 def test_end_restore_file_undefined_return_is_fatal(backed_up, fdsim_plugin):
     director, where = backed_up
-    source = with_plugin("""
+    source = virtual_plugin("""
 def end_restore_file(self):
     return None
 """)
@@ -232,7 +232,7 @@ def end_restore_file(self):
 
 def test_write_error_stops_the_file(backed_up, fdsim_plugin):
     director, where = backed_up
-    source = with_plugin("""
+    source = virtual_plugin("""
 def plugin_io(self, iop):
     rc = VirtualPlugin.plugin_io(self, iop)
     if iop.func == bareosfd.IO_WRITE:
@@ -245,7 +245,7 @@ def plugin_io(self, iop):
     assert result.messages("M_ERROR")[0].startswith("Write error on %s/x" % where)
 
 
-SPARSE = with_plugin("""
+SPARSE = virtual_plugin("""
 def content(self, name):
     hole = int(self.options.get("hole", "262136"))
     return b"head" + b"\\0" * (3 * hole) + b"tail"

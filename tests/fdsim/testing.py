@@ -1,6 +1,6 @@
 """Helpers for tests that run plugins in the simulator.
 
-    from fdsim.testing import make_director, write_plugin, plugin_line  # fixtures too
+    from fdsim.testing import make_director, write_plugin, plugin_line, virtual_plugin
 
 ``plugin_line("mymodule", module_path="/src/plugin", root="/data")`` builds a
 FileSet ``Plugin =`` string; ``write_plugin(dir, "name", source)`` writes a test
@@ -34,6 +34,14 @@ def write_plugin(directory, name, source, **options):
     with open(os.path.join(directory, name + ".py"), "w") as f:
         f.write(textwrap.dedent(source))
     return plugin_line(name, directory, **options)
+
+
+def virtual_plugin(body, imports="import os"):
+    """Source of a test plugin: class ``P(VirtualPlugin)`` (see plugins/virtual.py)
+    with ``body`` as its class body, and the module's entry points."""
+    return ("import bareosfd\n%s\nfrom virtual import VirtualPlugin, entry_points\n\n"
+            "class P(VirtualPlugin):\n%s\n\nentry_points(globals(), P)\n"
+            % (imports, "\n".join("    " + line for line in body.strip("\n").splitlines())))
 
 
 def make_director(workdir, bareos_version=23, isolation="in-process", **kwargs):
