@@ -393,5 +393,8 @@ def restore_object_data(self, rop):
     line = fdsim_plugin(source)
     backup = director.backup(line)
     assert backup.status == "T" and backup.files == 2
-    restore = director.restore(where=str(tmp_path / "r"), plugin_options=line)
+    # the object's plugin name loads the module (§2.5 step 3)
+    restore = director.restore(where=str(tmp_path / "r"))
+    assert restore.calls[:3] == ["load_bareos_plugin('')", "parse_plugin_definition('')",
+                                 "restore_object_data"]
     assert "object config b'settings=1' 4 python3" in restore.messages("M_INFO")

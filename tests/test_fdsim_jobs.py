@@ -125,10 +125,17 @@ def start_backup_file(self, savepkt):
         m.AddExclude("/tmp")))
     bareosfd.JobMessage(m.M_INFO, "unknown var=%r bitmap=%d" % (
         m.GetValue(999), m.SetSeenBitmap(True)))
-    return VirtualPlugin.start_backup_file(self, savepkt)
+    rc = VirtualPlugin.start_backup_file(self, savepkt)
+    # CheckChanges gets no statp from the C code: an all-zero stat is compared
+    savepkt.save_time = 10
+    unchanged = m.CheckChanges(savepkt)
+    savepkt.save_time = 0
+    bareosfd.JobMessage(m.M_INFO, "check=%d,%d accept=%d" % (
+        unchanged, m.CheckChanges(savepkt), m.AcceptFile(savepkt)))
+    return rc
 """)
     result = make_director(tmp_path / "fdsim").backup(fdsim_plugin(source))
-    assert result.messages()[:2] == ["count=1 seen=2 register=2,0 fileset=0",
-                                     "unknown var=None bitmap=2"]
+    assert result.messages()[:3] == ["count=1 seen=2 register=2,0 fileset=0",
+                                     "unknown var=None bitmap=2", "check=5,0 accept=0"]
     assert result.fileset_calls == [["AddExclude", "/tmp"]]
     assert "handle_plugin_event(4)" in result.calls
