@@ -1,7 +1,6 @@
 """The FD process (contract §1, §12): jobs that overlap in one process, successive
 jobs with fresh module state, the C locale, a crash that wedges the FD, and the
 memory report."""
-import os
 import sys
 
 import pytest

@@ -1,6 +1,5 @@
 """The python3-fd C layer: Plugin= strings and option merging (§1, §2.3, §2.5,
 §12), module loading, and the error rules of the entry points (§2)."""
-import pytest
 
 from fdsim.testing import fdsim_director, fdsim_plugin, make_director, plugin_line  # noqa: F401
 

@@ -154,7 +154,7 @@ def test_warning_points_at_the_assigning_line():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         obj.T_UINT = -1
-    assert {w.filename for w in caught} == {__file__.rstrip("c")}
+    assert {w.filename for w in caught} == {__file__}
 
 
 # --- identical to CPython's PyMemberDef -------------------------------------------------

@@ -10,7 +10,7 @@ STAT_FIELDS = ("dev", "ino", "mode", "nlink", "uid", "gid", "rdev", "size",
 
 
 def signed64(value):
-    return sm._signed(value, 64)
+    return sm.signed(value, 64)
 
 
 class Stat(object):
@@ -38,7 +38,7 @@ def stat_from_packet(packet, version):
              for name in ("atime", "mtime", "ctime")}
     return Stat(dev=c["dev"], ino=signed64(c["ino"]), mode=c["mode"],
                 # st_nlink is an int16 in the C packet (§3.5)
-                nlink=sm._signed(c["nlink"], 16),
+                nlink=sm.signed(c["nlink"], 16),
                 uid=c["uid"], gid=c["gid"], rdev=c["rdev"], size=signed64(c["size"]),
                 atime=times["atime"], mtime=times["mtime"], ctime=times["ctime"],
                 blksize=c["blksize"], blocks=signed64(c["blocks"]))

@@ -8,7 +8,6 @@ The simulated core (:mod:`fdsim.core`) calls the methods named like the C plugin
 functions (``handle_event``, ``start_backup_file``, ``plugin_io`` ...), passing
 native structs from :mod:`fdsim.native`.
 """
-import importlib
 import os
 import sys
 import threading
@@ -19,15 +18,14 @@ from . import native
 from . import standin
 from . import structmember as sm
 
-OK, STOP, ERROR, MORE, SEEN = (C.BRC[n] for n in ("bRC_OK", "bRC_Stop", "bRC_Error",
-                                                    "bRC_More", "bRC_Seen"))
+OK, ERROR, SEEN = (C.BRC[n] for n in ("bRC_OK", "bRC_Error", "bRC_Seen"))
 UNDEFINED = C.PYTHON_UNDEFINED_RETURN_VALUE
 PLUGIN_NAME = "python3"
 #: python3-fd's own debug messages (Dmsg at level 150, prefix "python3-fd: ").
 DEBUG_LEVEL = 150
 LOGPREFIX = "python3-fd: "
 
-_SIMULATED_C_FILES = {os.path.abspath(f).rstrip("co") for f in (
+_SIMULATED_C_FILES = {os.path.abspath(f) for f in (
     __file__, standin.__file__, sm.__file__, native.__file__)}
 sm.register_simulated_c(__file__)
 
@@ -69,7 +67,7 @@ def _format_exception(exc):
     tb = exc.__traceback__
     frames = []
     while tb is not None:
-        if os.path.abspath(tb.tb_frame.f_code.co_filename).rstrip("co") not in _SIMULATED_C_FILES:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) not in _SIMULATED_C_FILES:
             frames.append(tb)
         tb = tb.tb_next
     lines = ["Traceback (most recent call last):\n"]
@@ -595,4 +593,4 @@ class _PendingException(object):
 
 
 def _is_simulator_frame(frame):
-    return os.path.abspath(frame.f_code.co_filename).rstrip("co") in _SIMULATED_C_FILES
+    return os.path.abspath(frame.f_code.co_filename) in _SIMULATED_C_FILES

@@ -157,8 +157,8 @@ def _stat_type(version):
         return ("StatPacket(dev=%d, ino=%d, mode=%04o, nlink=%d, uid=%d, gid=%d, rdev=%d, "
                 "size=%d, atime=%d, mtime=%d, ctime=%d, blksize=%d, blocks=%d)"
                 % (c["dev"], c["ino"], c["mode"] & 0o7777, c["nlink"], c["uid"], c["gid"],
-                   c["rdev"], sm._signed(c["size"], 64), c["atime"], c["mtime"], c["ctime"],
-                   c["blksize"], sm._signed(c["blocks"], 64)))
+                   c["rdev"], sm.signed(c["size"], 64), c["atime"], c["mtime"], c["ctime"],
+                   c["blksize"], sm.signed(c["blocks"], 64)))
 
     return sm.make_type("stat_pkt", "StatPacket", members, init, __repr__)
 
@@ -454,8 +454,8 @@ def build_module(version, context):
     return module
 
 
-for _builder in PACKET_BUILDERS:
-    sm.register_simulated_c(_builder.__code__.co_filename)
+# Warnings from the packet constructors point at the plugin's line too.
+sm.register_simulated_c(__file__)
 
 
 class SharedBareosfd(types.ModuleType):

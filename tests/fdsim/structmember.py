@@ -24,11 +24,18 @@ PY = sys.version_info[:2]
 #: Sentinel for a NULL ``PyObject*`` in a T_OBJECT member (``del pkt.attr``).
 NULL = type("NULL", (), {"__repr__": lambda self: "<NULL>", "__slots__": ()})()
 
-_THIS_FILE = __file__.rstrip("co")  # .pyc -> .py
-
 _DEPRECATED_INT = ("an integer is required (got type {}).  Implicit conversion to "
                    "integers using __int__ is deprecated, and may be removed in a "
                    "future version of Python.")
+
+
+#: Source files whose frames count as "C code" for warning attribution.
+_SIMULATED_C = {__file__}
+
+
+def register_simulated_c(filename):
+    """Attribute warnings raised from ``filename`` to its Python caller."""
+    _SIMULATED_C.add(filename)
 
 
 #: Called as ``observer(category, message, filename, lineno)`` for every warning
@@ -41,21 +48,12 @@ def warn(message, category=RuntimeWarning):
     made the C call (the plugin line doing the assignment), not to this module."""
     frame = sys._getframe(1)
     level = 2
-    while frame is not None and frame.f_code.co_filename.rstrip("co") in _SIMULATED_C:
+    while frame is not None and frame.f_code.co_filename in _SIMULATED_C:
         frame = frame.f_back
         level += 1
     if warning_observer is not None and frame is not None:
         warning_observer(category, message, frame.f_code.co_filename, frame.f_lineno)
     warnings.warn(message, category, stacklevel=level)
-
-
-#: Source files whose frames count as "C code" for warning attribution.
-_SIMULATED_C = {_THIS_FILE}
-
-
-def register_simulated_c(filename):
-    """Attribute warnings raised from ``filename`` to its Python caller."""
-    _SIMULATED_C.add(filename.rstrip("co"))
 
 
 def _type_name(value):
@@ -98,7 +96,8 @@ def _as_index(value):
     return operator.index(value)
 
 
-def _signed(value, bits):
+def signed(value, bits):
+    """The two's-complement reading of the low ``bits`` of ``value``."""
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
 
@@ -180,7 +179,7 @@ class Int(Member):
 
     def assign(self, storage, value):
         number = as_long(value)
-        storage[self.slot] = _signed(number, 32)
+        storage[self.slot] = signed(number, 32)
         if not -2 ** 31 <= number < 2 ** 31:
             warn("Truncation of value to int")
 
@@ -279,11 +278,6 @@ class Object(Member):
         obj._fdsim_c[self.slot] = NULL
 
 
-def members_of(cls):
-    """The ``Member`` descriptors of a packet class, in definition order."""
-    return cls._fdsim_members
-
-
 def c_get(obj, name):
     """The C value of member ``name`` (what the core reads)."""
     return obj._fdsim_c[type(obj)._fdsim_index[name]]
@@ -316,7 +310,6 @@ def make_type(type_name, exported_name, members, init, repr_fn, module="bareosfd
 
     namespace["__init__"] = __init__
     namespace["__repr__"] = repr_fn
-    namespace["_fdsim_members"] = tuple(descriptors)
     namespace["_fdsim_index"] = {d.name: d.slot for d in descriptors}
     cls = type(type_name, (object,), namespace)
     cls._fdsim_exported_name = exported_name
