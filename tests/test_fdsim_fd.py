@@ -146,3 +146,23 @@ def test_interpreter_modes_can_be_chosen(tmp_path, fdsim_plugin):
     for mode in jobrun.available_modes():
         director = make_director(tmp_path / mode, interpreter=mode)
         assert director.backup(line).raw["interpreter"] == mode
+
+
+def test_a_thread_left_running_crashes_the_fd_at_job_end(tmp_path, fdsim_plugin):
+    """python3-fd ends the job's interpreter at job end; a plugin thread still
+    running there takes the FD down.  Only sub-interpreter mode can tell: in
+    fresh-import mode the job's interpreter is never ended."""
+    source = virtual_plugin("""
+def end_backup_file(self):
+    stop = threading.Event()
+    self.stop = stop
+    threading.Thread(target=stop.wait, args=(0.3,)).start()
+    return VirtualPlugin.end_backup_file(self)
+""", imports="import threading")
+    director = make_director(tmp_path / "fdsim")
+    result = director.backup(fdsim_plugin(source))
+    if result.interpreter == jobrun.SUB_INTERPRETER:
+        assert result.status == "f"
+        assert result.crashed.startswith("Py_EndInterpreter: not the last thread")
+    else:
+        assert result.status == "T" and result.crashed is None

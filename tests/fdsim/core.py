@@ -37,7 +37,6 @@ class PluginCore(object):
         self.fatal = False
         self.error_terminated = False
         self.job_errors = 0
-        self.job_warnings = 0
         self.files = 0
         self.bytes = 0
         self.crash = None
@@ -86,8 +85,6 @@ class PluginCore(object):
             self.job_errors = max(self.job_errors, 1)
         elif mtype in (C.M["M_ERROR"], C.M["M_NOTSAVED"]):
             self.job_errors += 1
-        elif mtype == C.M["M_WARNING"]:
-            self.job_warnings += 1
         elif mtype in (C.M["M_ABORT"], C.M["M_ERROR_TERM"]):
             # Bareos's message layer aborts/exits the daemon for these types
             # (the contract does not list them; this is the daemon's own rule).
@@ -303,7 +300,7 @@ class PluginCore(object):
         return {
             "jobid": self.jobid, "kind": self.kind, "level": self.level,
             "status": self.status(), "files": self.files, "bytes": self.bytes,
-            "errors": self.job_errors, "warnings_count": self.job_warnings,
+            "errors": self.job_errors,
             "log": self.log, "debug": self.debug, "trace": self.trace_entries,
             "events": self.events, "warnings": self.warnings,
             "fileset_calls": self.fileset_calls, "crashed": self.crash,

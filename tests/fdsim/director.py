@@ -493,6 +493,8 @@ class Director(object):
         job_dir = os.path.join(self.workdir, "jobs", str(spec["jobid"]))
         spec_path = os.path.join(job_dir, "spec.json")
         own_fd = fd is None
+        if own_fd and not wait:
+            raise ValueError("wait=False needs a FileDaemon (Director.file_daemon())")
         if own_fd:
             fd = self.file_daemon()
         try:
@@ -514,11 +516,7 @@ class Director(object):
                     fd.close()
             return self._finish(spec, job_dir, notes, fd, catalog_hook)
 
-        if wait:
-            return finish()
-        if own_fd:
-            raise ValueError("wait=False needs a FileDaemon (Director.file_daemon())")
-        return RunningJob(done, finish)
+        return finish() if wait else RunningJob(done, finish)
 
     def _finish(self, spec, job_dir, notes, fd, catalog_hook):
         result_path = os.path.join(job_dir, "result.json")

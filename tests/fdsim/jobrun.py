@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import traceback
 
 from . import backup
@@ -78,7 +79,40 @@ def launch(spec_path, mode):
         if not os.path.exists(_result_path(spec_path)):
             _write_result(spec_path, {"internal_error": traceback.format_exc()})
     finally:
-        interpreters.destroy(interp)
+        # Ending an interpreter that still runs a thread aborts the process (as
+        # python3-fd's Py_EndInterpreter does the FD): such an interpreter is left
+        # alone; the job already reported the crash and the FD counts as wedged.
+        if not _threads_left(spec_path):
+            interpreters.destroy(interp)
+
+
+def _threads_left(spec_path):
+    try:
+        with open(_result_path(spec_path)) as f:
+            return json.load(f).get("threads_left", 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _end_interpreter(core):
+    """What Py_EndInterpreter finds at job end: threads the plugin left running are
+    fatal ("not the last thread").  They get a few seconds to end so that the
+    simulator can still destroy the sub-interpreter."""
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if not others:
+        return 0
+    core.crash = core.crash or ("Py_EndInterpreter: not the last thread (%d thread(s) "
+                                "the plugin started still run): the FD aborts" % len(others))
+    core.fatal = True
+    core.log.append(["M_FATAL", "FD would crash (contract §7/§12.3): %s" % core.crash])
+    for thread in others:
+        thread.join(THREAD_GRACE)
+    return sum(1 for t in others if t.is_alive())
+
+
+#: Seconds a plugin thread left running at job end gets before the simulator
+#: gives up on destroying the job's sub-interpreter.
+THREAD_GRACE = 10
 
 
 def _create(interpreters):
@@ -176,7 +210,9 @@ def run_job_file(spec_path, shared):
         finally:
             standin.activate(None)
             interpreter.detach(core)
+        threads_left = 0 if shared else _end_interpreter(core)
         result = core.result()
+        result["threads_left"] = threads_left
         result["interpreter"] = interpreter.mode
         result["filesystem_encoding"] = sys.getfilesystemencoding()
         result["python"] = "%d.%d.%d" % sys.version_info[:3]
