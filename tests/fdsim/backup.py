@@ -204,22 +204,18 @@ class _Saver(object):
         core = self.core
         open_flags = os.O_RDONLY | (getattr(os, "O_NOATIME", 0)
                                     if C.bit_is_set(flags, "FO_NOATIME") else 0)
-        io = native.IoPkt(C.IO["IO_OPEN"], fname=sp.fname, flags=open_flags, mode=0)
-        rc = self.plugin.plugin_io(io)
-        in_core = (core.version.do_io_in_core
-                   and io.status == C.IOSTAT["iostat_do_in_core"])
-        if rc == ERROR or io.status < 0 or (in_core and io.filedes == -1):
+        error, in_core_fd = core.plugin_open(sp.fname, open_flags, 0)
+        if error:
             core.job_message(C.M["M_NOTSAVED"], '     Cannot open "%s": ERR=%s.'
-                             % (sp.fname, os.strerror(io.io_errno) if io.io_errno
-                                else "plugin open failed"))
+                             % (sp.fname, error))
             return False
         count = core.version.io_read_count - (C.OFFSET_HEADER if sparse else 0)
         size = sp.statp.size & native.MASK64
         file_addr = 0
         while True:
-            if in_core:
+            if in_core_fd is not None:
                 try:
-                    data = _read_fd(io.filedes, count)
+                    data = _read_fd(in_core_fd, count)
                 except OSError as exc:
                     core.job_message(C.M["M_ERROR"], "Read error on file %s. ERR=%s"
                                      % (sp.fname, exc.strerror))

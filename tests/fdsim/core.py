@@ -113,6 +113,17 @@ class PluginCore(object):
             return C.BRC["bRC_Cancel"]
         return self.plugin.handle_event(C.EVENTS[name], value)
 
+    def plugin_open(self, fname, flags, mode):
+        """The core's bopen through the plugin (IO_OPEN, §4): returns ``(error,
+        fd)`` -- ``error`` the reason the open failed, else None; ``fd`` the
+        plugin's file descriptor under do_io_in_core, else None (classic I/O)."""
+        io = native.IoPkt(C.IO["IO_OPEN"], fname=fname, flags=flags, mode=mode)
+        rc = self.plugin.plugin_io(io)
+        in_core = self.version.do_io_in_core and io.status == C.IOSTAT["iostat_do_in_core"]
+        if rc == ERROR or io.status < 0 or (in_core and io.filedes == -1):
+            return (os.strerror(io.io_errno) if io.io_errno else "plugin open failed"), None
+        return None, (io.filedes if in_core else None)
+
     # --- services of the bareosfd functions (§3.1, §3.2) ------------------------------
 
     def get_value(self, var):

@@ -407,10 +407,15 @@ class PythonFdPlugin(object):
         rc, _ = self.call("check_file", fname, trace="check_file(%r)" % fname)
         return rc
 
+    def _named_packet(self, type_name, fname):
+        """An Acl/XattrPacket for ``fname`` (the core's char*, T_STRING)."""
+        pkt = self.core.types[type_name]()
+        sm.c_set(pkt, "fname", fname.encode("utf-8"))
+        return pkt
+
     def get_acl(self, fname):
         """Returns (rc, content bytes or None)."""
-        pkt = self.core.types["AclPacket"]()
-        sm.c_set(pkt, "fname", fname.encode("utf-8"))
+        pkt = self._named_packet("AclPacket", fname)
         rc, raised = self.call("get_acl", pkt)
         if raised is not None:
             return ERROR, None
@@ -423,8 +428,7 @@ class PythonFdPlugin(object):
 
     def get_xattr(self, fname):
         """One get_xattr call: returns (rc, (name, value) or None)."""
-        pkt = self.core.types["XattrPacket"]()
-        sm.c_set(pkt, "fname", fname.encode("utf-8"))
+        pkt = self._named_packet("XattrPacket", fname)
         rc, raised = self.call("get_xattr", pkt)
         if raised is not None:
             return ERROR, None
@@ -514,15 +518,13 @@ class PythonFdPlugin(object):
         self.call("set_file_attributes", self._restore_packet(rp))
 
     def set_acl(self, fname, content):
-        pkt = self.core.types["AclPacket"]()
-        sm.c_set(pkt, "fname", fname.encode("utf-8"))
+        pkt = self._named_packet("AclPacket", fname)
         sm.c_set(pkt, "content", bytearray(content) if content else sm.NULL)
         rc, _ = self.call("set_acl", pkt)
         return rc
 
     def set_xattr(self, fname, name, value):
-        pkt = self.core.types["XattrPacket"]()
-        sm.c_set(pkt, "fname", fname.encode("utf-8"))
+        pkt = self._named_packet("XattrPacket", fname)
         sm.c_set(pkt, "name", bytearray(name) if name else sm.NULL)
         sm.c_set(pkt, "value", bytearray(value) if value else sm.NULL)
         rc, _ = self.call("set_xattr", pkt)

@@ -229,17 +229,12 @@ class _Restorer(object):
         return self.open_for_write(rp, 0o600)
 
     def open_for_write(self, rp, mode):
-        io = native.IoPkt(C.IO["IO_OPEN"], fname=rp.ofname,
-                          flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
-        rc = self.plugin.plugin_io(io)
-        in_core = (self.core.version.do_io_in_core
-                   and io.status == C.IOSTAT["iostat_do_in_core"])
-        if rc == C.BRC["bRC_Error"] or io.status < 0 or (in_core and io.filedes == -1):
+        error, self.opened_fd = self.core.plugin_open(
+            rp.ofname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        if error:
             self.core.job_message(C.M["M_ERROR"], "Could not create %s: ERR=%s"
-                                  % (rp.ofname, os.strerror(io.io_errno) if io.io_errno
-                                     else "plugin open failed"))
+                                  % (rp.ofname, error))
             return CF["CF_ERROR"]
-        self.opened_fd = io.filedes if in_core else None
         return CF["CF_EXTRACT"]
 
     def data(self, record):

@@ -66,7 +66,7 @@ class TreePlugin(object):
         self.acls = {}
         self.directories = []
 
-    def parse(self, text):
+    def parse_plugin_definition(self, text):
         for key, value in _parse_options(text).items():
             self.options.setdefault(key, value)
         return bareosfd.bRC_OK
@@ -279,59 +279,25 @@ def load_bareos_plugin(plugindef):
     return bareosfd.bRC_OK
 
 
-def parse_plugin_definition(plugindef):
-    return plugin.parse(plugindef)
-
-
 def handle_plugin_event(event):
     if event == bareosfd.bEventEndRestoreJob:
         return plugin.end_restore_job()
     return bareosfd.bRC_OK
 
 
-def start_backup_file(savepkt):
-    return plugin.start_backup_file(savepkt)
-
-
-def end_backup_file():
-    return plugin.end_backup_file()
-
-
-def plugin_io(iop):
-    return plugin.plugin_io(iop)
-
-
-def get_acl(acl):
-    return plugin.get_acl(acl)
-
-
-def get_xattr(xattr):
-    return plugin.get_xattr(xattr)
-
-
-def check_file(fname):
-    return plugin.check_file(fname)
-
-
 def start_restore_file(cmd):
     return bareosfd.bRC_OK
 
 
-def create_file(restorepkt):
-    return plugin.create_file(restorepkt)
+def _forward(name):
+    def entry_point(*args):
+        return getattr(plugin, name)(*args)
+    entry_point.__name__ = name
+    return entry_point
 
 
-def set_file_attributes(restorepkt):
-    return plugin.set_file_attributes(restorepkt)
-
-
-def end_restore_file():
-    return plugin.end_restore_file()
-
-
-def set_acl(acl):
-    return plugin.set_acl(acl)
-
-
-def set_xattr(xattr):
-    return plugin.set_xattr(xattr)
+# The other entry points go straight to the job's TreePlugin.
+for _name in ("parse_plugin_definition", "start_backup_file", "end_backup_file", "plugin_io",
+              "get_acl", "get_xattr", "check_file", "create_file", "set_file_attributes",
+              "end_restore_file", "set_acl", "set_xattr"):
+    globals()[_name] = _forward(_name)
