@@ -130,6 +130,7 @@ def test_memory_report(tmp_path, fdsim_plugin):
     assert report.jobs == 3
     assert report.rss_before_kib > 1000 and report.rss_after_kib > 1000
     assert report.growth_per_job_kib == (report.rss_after_kib - report.rss_before_kib) / 3.0
+    assert report.statuses == {"T": 3}
     assert len(director.jobs()) == 4
 
 

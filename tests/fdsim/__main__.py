@@ -123,10 +123,12 @@ def main(argv=None):
             fileset_options=_parse_fileset_options(args.fileset_option))
         if args.command == "memory":
             report = director.measure_memory(args.jobs, **backup_kwargs)
-            print("FD RSS before %d jobs: %d KiB, after: %d KiB, growth per job: %.1f KiB"
-                  % (report.jobs, report.rss_before_kib, report.rss_after_kib,
-                     report.growth_per_job_kib))
-            return 0
+            print("FD RSS before %d jobs: %d KiB, after: %d KiB, growth per job: %.1f KiB "
+                  "(job statuses: %s)" % (
+                      report.jobs, report.rss_before_kib, report.rss_after_kib,
+                      report.growth_per_job_kib,
+                      ", ".join("%s=%d" % item for item in sorted(report.statuses.items()))))
+            return 0 if set(report.statuses) <= {"T", "W"} else 1
         result = director.backup(**backup_kwargs)
     print(result.report(debug=args.debug_level > 0))
     return 0 if result.ok else 1

@@ -33,7 +33,8 @@ FILESET_OPTIONS = ("acl", "xattr", "hardlinks", "sparse", "mtimeonly", "noatime"
 #: filesystem encoding, like python3-fd in a bareos-fd.service without LANG (§12.2).
 C_LOCALE_ENV = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
 
-MemoryReport = namedtuple("MemoryReport", "jobs rss_before_kib rss_after_kib growth_per_job_kib")
+MemoryReport = namedtuple("MemoryReport",
+                          "jobs rss_before_kib rss_after_kib growth_per_job_kib statuses")
 
 
 class FdsimError(Exception):
@@ -304,6 +305,8 @@ class Director(object):
         ``fileset_options``: FileSet Options: ``acl``, ``xattr`` (default on),
         ``hardlinks`` (version default), ``sparse``, ``mtimeonly``, ``noatime``
         (default off), ``accurate`` (letters, default ``"mcs"``).
+        ``fd``: a :class:`FileDaemon` to run on (default: a fresh FD for this job);
+        ``wait=False`` (with ``fd``) returns a :class:`RunningJob` at once.
         """
         lines = [fileset_plugin] if isinstance(fileset_plugin, str) else list(fileset_plugin)
         if not lines or not all(isinstance(line, str) and line for line in lines):
@@ -337,14 +340,14 @@ class Director(object):
                     ("F", "D", "I"), client, filesetid, name=job_name)
                 since = reference["starttime"]
                 prev_job = reference["job"]
-        jobid, job, start = self._new_job(job_name, "B", level, client, filesetid, since)
+        jobid, job = self._new_job(job_name, "B", level, client, filesetid, since)
         job_dir = os.path.join(self.workdir, "jobs", str(jobid))
         accurate_path = None
         if accurate and level in ("I", "D"):
             accurate_path = os.path.join(job_dir, "accurate.json")
             with open(accurate_path, "w") as f:
                 json.dump(self.catalog.accurate_list(client, filesetid, level), f)
-        plugin_options = ([run_plugin_options] if run_plugin_options else []) + list(
+        plugin_options = ([run_plugin_options] if run_plugin_options else []) + _strings(
             fd_plugin_options)
         spec = self._common_spec(jobid, job, client, debug_level)
         spec.update({
@@ -412,7 +415,7 @@ class Director(object):
         ``pluginoptions=``; ``fd_plugin_options``: the restore Job's FD Plugin
         Options; ``replace``: always/ifnewer/ifolder/never; ``select``: None (all)
         or paths/globs (a selected directory brings its contents);
-        ``prefix_links``: the restore's PrefixLinks.
+        ``prefix_links``: the restore's PrefixLinks.  ``fd``/``wait``: as for backup.
         """
         if where and regexwhere:
             raise ValueError("where/regexwhere: give one of them, not both")
@@ -443,12 +446,12 @@ class Director(object):
                     "object_len": o["object_len"], "object_index": o["object_index"],
                     "object_type": o["object_type"], "plugin_name": o["plugin_name"],
                     "jobid": o["jobid"]} for o in self.catalog.restore_objects(jobids)]
-        jobid_new, job, start = self._new_job(job_name, "R", " ", client, None, 0)
+        jobid_new, job = self._new_job(job_name, "R", " ", client, None, 0)
         spec = self._common_spec(jobid_new, job, client, debug_level)
         spec.update({
             "kind": "restore", "level": " ", "where": where if not regexwhere else None,
             "regexwhere": regexwhere, "replace": replace, "prefix_links": bool(prefix_links),
-            "plugin_options": ([plugin_options] if plugin_options else []) + list(
+            "plugin_options": ([plugin_options] if plugin_options else []) + _strings(
                 fd_plugin_options),
             "files": [{"volume": volume.volume_path(self.workdir, r["jobid"]),
                        "offset": r["vol_offset"]} for r in rows],
@@ -477,7 +480,7 @@ class Director(object):
                               jobid % 100)
         self.catalog.update_job(jobid, job=job, volume=volume.volume_path(self.workdir, jobid))
         os.makedirs(os.path.join(self.workdir, "jobs", str(jobid)), exist_ok=True)
-        return jobid, job, start
+        return jobid, job
 
     def _common_spec(self, jobid, job, client, debug_level):
         return {
@@ -555,15 +558,23 @@ class Director(object):
 
     def measure_memory(self, jobs, warmup=2, **backup_kwargs):
         """RSS of one FD process before and after ``jobs`` backups (after
-        ``warmup`` jobs that load what every job loads)."""
+        ``warmup`` jobs that load what every job loads); ``statuses`` counts the
+        measured jobs by status, so that failing jobs are not measured unawares."""
+        statuses = {}
         with self.file_daemon(in_process=False) as fd:
             for _ in range(warmup):
                 fd.backup(**backup_kwargs)
             before = fd.rss_kib()
             for _ in range(jobs):
-                fd.backup(**backup_kwargs)
+                status = fd.backup(**backup_kwargs).status
+                statuses[status] = statuses.get(status, 0) + 1
             after = fd.rss_kib()
-        return MemoryReport(jobs, before, after, (after - before) / float(jobs))
+        return MemoryReport(jobs, before, after, (after - before) / float(jobs), statuses)
+
+
+def _strings(value):
+    """FD Plugin Options: one string or a list of them."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _director_error(raw, text):
