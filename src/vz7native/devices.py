@@ -1,7 +1,7 @@
-"""Block devices and mounts of this host: loop devices, ploop devices, partitions.
+"""Block devices and mounts of this host.
 
 pyudev finds devices and reads their attributes (a loop device's backing file,
-offset and flags; a disk's partitions), ``/proc/self/mountinfo`` tells what is
+offset and flags), ``/proc/self/mountinfo`` tells what is
 mounted where, and loop devices are attached and detached with the loop ioctls
 through :mod:`fcntl`.
 
@@ -76,12 +76,6 @@ shows, ``bytes``), ``offset`` and ``size_limit`` (bytes; 0 = to the end),
 ``direct_io``.
 """
 
-BlockDevice = collections.namedtuple("BlockDevice", "node devnum kind disk partition_number")
-BlockDevice.__doc__ = """A block device: ``kind`` is ``"loop"``, ``"ploop"`` or
-``"other"``; ``disk`` is the whole-disk node of a partition (else the device's own
-node); ``partition_number`` is None for whole disks."""
-
-
 # -- mounts --------------------------------------------------------------------
 
 _ESCAPE = re.compile(rb"\\([0-7]{3})")
@@ -135,26 +129,8 @@ def _run(argv, what):
 
 # -- block devices (pyudev) ----------------------------------------------------
 
-def _kind(sys_name):
-    for kind in ("loop", "ploop"):
-        if sys_name.startswith(kind) and sys_name[len(kind):len(kind) + 1].isdigit():
-            return kind
-    return "other"
-
-
-def block_device(devnum):
-    """The BlockDevice with number ``devnum``, or None when there is none."""
-    context = pyudev.Context()
-    try:
-        dev = pyudev.Devices.from_device_number(context, "block", devnum)
-    except pyudev.DeviceNotFoundError:
-        return None
-    node = os.fsencode(dev.device_node) if dev.device_node else None
-    if dev.device_type == "partition":
-        parent = dev.find_parent("block")
-        return BlockDevice(node, devnum, _kind(parent.sys_name), os.fsencode(parent.device_node),
-                           dev.attributes.asint("partition"))
-    return BlockDevice(node, devnum, _kind(dev.sys_name), node, None)
+def _is_loop(sys_name):
+    return sys_name.startswith("loop") and sys_name[4:5].isdigit()
 
 
 def _loop_device(dev):
@@ -177,7 +153,7 @@ def loop_devices():
     context = pyudev.Context()
     found = []
     for dev in context.list_devices(subsystem="block", DEVTYPE="disk"):
-        if _kind(dev.sys_name) == "loop":
+        if _is_loop(dev.sys_name):
             loop = _loop_device(dev)
             if loop is not None:
                 found.append(loop)
@@ -191,7 +167,7 @@ def loop_device(devnum):
         dev = pyudev.Devices.from_device_number(context, "block", devnum)
     except pyudev.DeviceNotFoundError:
         return None
-    return _loop_device(dev) if _kind(dev.sys_name) == "loop" else None
+    return _loop_device(dev) if _is_loop(dev.sys_name) else None
 
 
 # -- loop ioctls -----------------------------------------------------------------
