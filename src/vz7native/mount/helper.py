@@ -125,14 +125,15 @@ class PortableSet(object):
         stop.check()
         node, fd = devices.attach_loop(backing, offset, size)
         try:
-            record.loop, record.loop_devnum = node, os.fstat(fd).st_rdev
+            devnum = os.fstat(fd).st_rdev
+            record.loop = node
             state.save(self.base, record)
             stop.check()
             devices.mount(node, record.target, "ext4", EXT4_OPTIONS)
         finally:
             # From here the filesystem holds the device; autoclear frees it with the mount.
             os.close(fd)
-        loop = devices.loop_device(record.loop_devnum)
+        loop = devices.loop_device(devnum)
         self.info = {"loop": os.fsdecode(node), "offset": offset, "size": size,
                      "guid": self.vdisk.guid, "direct_io": bool(loop and loop.direct_io),
                      "fuse_dir": os.fsdecode(record.fuse_dir) if record.fuse_dir else None,

@@ -32,7 +32,7 @@ ProcessId.__doc__ = "A process, told apart from later ones with the same pid by 
 
 _PATH_FIELDS = ("dd", "target", "fuse_dir", "backing_file", "loop")
 _FIELDS = ("id", "backend", "dd", "guid", "target", "helper", "owner", "fuse_dir",
-           "backing_file", "offset", "size_limit", "loop", "loop_devnum")
+           "backing_file", "offset", "size_limit", "loop")
 
 
 def new_id():
@@ -85,8 +85,9 @@ class MountRecord(object):
     ``helper`` the helper process (portable) and ``owner`` the process the set
     lives and dies with (None for a set that stays until unmounted);
     ``fuse_dir`` where the helper serves the flat disk; ``backing_file``,
-    ``offset`` and ``size_limit`` what the loop device shows; ``loop`` and
-    ``loop_devnum`` the loop device once attached.
+    ``offset`` and ``size_limit`` what the loop device shows; ``loop`` the
+    loop device once attached (for people reading the record: a device number
+    can be given to someone else once freed, so teardown never trusts it).
     """
 
     def __init__(self, **fields):

@@ -10,9 +10,10 @@ loop devices, the FUSE mount, its directory.
 What counts as ours, so nothing else is ever touched:
 
 * a loop device whose backing file is in one of our FUSE directories (only
-  our helper creates files there); for a raw image, the loop device the
-  record names or the one mounted at the record's target, and only while it
-  still reads the recorded image file at the recorded offset;
+  our helper creates files there); for a raw image, the loop device mounted
+  at the record's target that reads the recorded image file at the recorded
+  offset (a loop device that was never mounted freed itself when the helper
+  died: autoclear);
 * a filesystem whose device is such a loop device;
 * a ``fuse.vz7native`` mount in our run dir.
 
@@ -52,9 +53,11 @@ def _our_loops(record):
     loops = [loop for loop in devices.loop_devices() if loop.backing_file == record.backing_file]
     if record.fuse_dir is not None:
         return loops
+    # A raw image may be on other loop devices too, even at the same offset
+    # (and a device number we once had may have been given to someone else):
+    # ours is the one mounted at our target.
     at_target = {m.devnum for m in devices.mounts_at(record.target)} if record.target else set()
-    return [loop for loop in loops if loop.offset == (record.offset or 0)
-            and (loop.devnum == record.loop_devnum or loop.devnum in at_target)]
+    return [loop for loop in loops if loop.offset == record.offset and loop.devnum in at_target]
 
 
 def _umount(entry, problems, grace):

@@ -1,0 +1,489 @@
+"""vz7native.mount: read-only mounts of real ploop images through real FUSE,
+loop devices and ext4, the helper's life cycle, leftovers of killed processes,
+and the CLI's mount / umount / cleanup."""
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from trees import assert_same_tree, build_rich_tree
+from vz7native import devices, image, mount, ploop
+from vz7native.mount import state
+
+pytestmark = pytest.mark.root
+
+MiB = 1 << 20
+DISK_SIZE = 128 * MiB
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+LOST_FOUND = (b"lost+found",)
+
+# A process that mounts and then waits to be killed; prints the set's id.
+HOLDER = r"""
+import json, os, sys, time
+from vz7native import mount
+m = mount.mount_readonly(sys.argv[1], sys.argv[2], guid=sys.argv[3] or None,
+                         backend="portable")
+print(json.dumps({"id": m.id, "info": m.info}), flush=True)
+time.sleep(600)
+"""
+
+
+# -- images and trees ------------------------------------------------------------
+
+def _raw_mode_image(tree, directory):
+    """A raw-mode ploop image made by libploop, holding GPT + ext4 of ``tree``."""
+    os.mkdir(directory)
+    dd = ploop.create_image(os.path.join(directory, b"root.hds"), DISK_SIZE, fmt="raw")
+    raw = os.path.join(directory, b"root.hds")
+    end = DISK_SIZE - MiB
+    subprocess.check_call([b"parted", b"-s", raw, b"mklabel", b"gpt", b"mkpart", b"primary",
+                           b"%db" % MiB, b"%db" % (end - 1)])
+    subprocess.check_call([b"mkfs.ext4", b"-q", b"-F", b"-b", b"4096", b"-E", b"offset=%d" % MiB,
+                           b"-d", tree, raw, b"%d" % ((end - MiB) // 4096)],
+                          stdout=subprocess.DEVNULL)
+    return dd
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return os.fsencode(str(tmp_path_factory.mktemp("mount")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def run_dir(work):
+    """A run dir of this module's own: other people's sets are never seen."""
+    base = os.path.join(work, b"run")
+    old = os.environ.get(state.RUN_DIR_ENV)
+    os.environ[state.RUN_DIR_ENV] = os.fsdecode(base)
+    yield base
+    if old is None:
+        del os.environ[state.RUN_DIR_ENV]
+    else:
+        os.environ[state.RUN_DIR_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def old_tree(work):
+    return build_rich_tree(os.path.join(work, b"old-tree"), seed=b"old")
+
+
+@pytest.fixture(scope="module")
+def raw_image(work, old_tree):
+    """(dd, base GUID): a raw-mode image with a libploop snapshot. The snapshot
+    GUID is the raw base alone; the top is an empty ploop1 delta over it."""
+    dd = _raw_mode_image(old_tree, os.path.join(work, b"raw-image"))
+    with ploop.Disk.open(dd) as disk:
+        guid = disk.create_snapshot()
+    return dd, guid
+
+
+@pytest.fixture
+def target(tmp_path):
+    path = os.path.join(os.fsencode(str(tmp_path)), b"mnt")
+    os.mkdir(path)
+    return path
+
+
+# -- what of ours is left ----------------------------------------------------------
+
+def _ours(run_dir, work):
+    """Everything of the sets of this module still there (records, FUSE dirs,
+    mounts, loop devices), as a list of strings."""
+    found = ["record %s" % r.id for r in state.load_all(run_dir)]
+    try:
+        found += ["fuse dir %s" % n for n in os.listdir(state.fuse_root(run_dir))]
+    except FileNotFoundError:
+        pass
+    found += ["mount %s (%s)" % (m.mount_point, m.fstype) for m in devices.mounts()
+              if m.mount_point.startswith((run_dir, work, b"/tmp/pytest-of"))
+              and m.fstype in (b"ext4", b"fuse.vz7native")]
+    found += ["loop %s on %s" % (l.node, l.backing_file) for l in devices.loop_devices()
+              if l.backing_file.startswith((run_dir, work))]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left(run_dir, work):
+    """Every test leaves nothing behind (and a failing one does not spoil the next)."""
+    yield
+    left = _ours(run_dir, work)
+    if left:
+        with state.locked(run_dir):
+            from vz7native.mount import teardown
+            for record in state.load_all(run_dir):
+                teardown.dismantle(record)
+                state.remove(run_dir, record.id)
+            teardown.remove_leftovers(run_dir)
+        pytest.fail("left behind: %s" % left)
+
+
+def _wait_until(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.05)
+
+
+def _record(run_dir, mount_id):
+    found = [r for r in state.load_all(run_dir) if r.id == mount_id]
+    return found[0] if found else None
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _start_holder(dd, target, guid=None):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, dd, target, guid or ""],
+                            stdout=subprocess.PIPE, start_new_session=True, env=_env())
+    line = proc.stdout.readline()
+    assert line, "the holder process failed to mount"
+    return proc, json.loads(line.decode())
+
+
+def _kill_group(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
+def _vz7ploop(*args):
+    return subprocess.run([sys.executable, "-m", "vz7native.cli"] + [os.fsdecode(a) for a in args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                          universal_newlines=True)
+
+
+# -- backends ------------------------------------------------------------------------
+
+def test_auto_picks_portable_without_the_ploop_driver(raw_image, target):
+    assert not os.path.exists(mount.PLOOP_MINOR)
+    assert mount.choose_backend("auto") == "portable"
+    dd, _ = raw_image
+    with mount.mount_readonly(dd, target) as m:
+        assert m.backend == "portable"
+        assert m.target == target and m.dd == os.path.realpath(dd)
+
+
+def test_kernel_backend_fails_with_device_error_and_leaves_no_record(raw_image, target,
+                                                                     run_dir):
+    dd, guid = raw_image
+    with pytest.raises(ploop.DeviceError):
+        mount.mount_readonly(dd, target, guid=guid, backend="kernel")
+    assert state.load_all(run_dir) == []
+    assert devices.mounts_at(target) == []
+
+
+# -- what a mount shows --------------------------------------------------------------
+
+def test_raw_snapshot_goes_straight_to_a_loop_device(raw_image, old_tree, target):
+    dd, guid = raw_image
+    with mount.mount_readonly(dd, target, guid=guid, backend="portable") as m:
+        assert m.guid == guid
+        assert m.info["fuse_dir"] is None
+        loop = devices.loop_device(os.stat(m.device).st_rdev)
+        assert loop.backing_file == os.path.realpath(image.read_descriptor(dd).images[guid].file)
+        assert loop.offset == MiB and loop.read_only and loop.autoclear
+        entry, = devices.mounts_at(target)
+        assert entry.fstype == b"ext4" and entry.options.startswith(b"ro,")
+        assert_same_tree(old_tree, target, ignore_root=LOST_FOUND)
+
+
+def test_delta_chain_is_served_through_fuse(raw_image, old_tree, target, run_dir):
+    dd, _ = raw_image
+    with mount.mount_readonly(dd, target, backend="portable") as m:
+        assert m.guid == ploop.TOP_GUID
+        fuse_dir = os.fsencode(m.info["fuse_dir"])
+        assert os.path.dirname(fuse_dir) == state.fuse_root(run_dir)
+        fuse_mount, = devices.mounts_at(fuse_dir)
+        assert fuse_mount.fstype == b"fuse.vz7native"
+        assert fuse_mount.options.startswith(b"ro,")
+        loop = devices.loop_device(os.stat(m.device).st_rdev)
+        assert loop.backing_file == os.path.join(fuse_dir, b"disk")
+        assert (loop.offset, loop.read_only, loop.autoclear) == (MiB, True, True)
+        assert_same_tree(old_tree, target, ignore_root=LOST_FOUND)
+    assert not os.path.exists(fuse_dir)
+
+
+def test_writes_into_the_mount_fail_with_erofs(raw_image, target):
+    dd, _ = raw_image
+    with mount.mount_readonly(dd, target, backend="portable"):
+        attempts = {
+            "create": lambda: open(os.path.join(target, b"new"), "wb"),
+            "write": lambda: open(os.path.join(target, b"small.txt"), "r+b"),
+            "mkdir": lambda: os.mkdir(os.path.join(target, b"newdir")),
+            "unlink": lambda: os.unlink(os.path.join(target, b"empty")),
+            "rename": lambda: os.rename(os.path.join(target, b"empty"),
+                                        os.path.join(target, b"moved")),
+            "chmod": lambda: os.chmod(os.path.join(target, b"small.txt"), 0o600),
+            "setxattr": lambda: os.setxattr(os.path.join(target, b"xattrs"), b"user.x", b"y"),
+            "utime": lambda: os.utime(os.path.join(target, b"empty"), (1, 1)),
+        }
+        for name, attempt in attempts.items():
+            with pytest.raises(OSError) as raised:
+                attempt()
+            assert raised.value.errno == errno.EROFS, name
+
+
+def test_other_users_read_through_the_loop_device(raw_image):
+    # The FUSE mount has no allow_other: the loop driver reads as root, so an
+    # unprivileged reader of the ext4 gets the data all the same.
+    dd, _ = raw_image
+    parent = tempfile.mkdtemp(prefix="vz7n-mount-test-", dir="/tmp")
+    try:
+        os.chmod(parent, 0o755)
+        target = os.path.join(os.fsencode(parent), b"mnt")
+        os.mkdir(target)
+        with mount.mount_readonly(dd, target, backend="portable"):
+            path = os.path.join(target, b"big.bin")
+            proc = subprocess.run([b"sha256sum", path], stdout=subprocess.PIPE,
+                                  preexec_fn=_become_nobody)
+            with open(path, "rb") as f:
+                expected = hashlib.sha256(f.read()).hexdigest()
+            assert proc.returncode == 0 and proc.stdout.split()[0].decode() == expected
+    finally:
+        shutil.rmtree(parent)
+
+
+def _become_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_the_mount_api_imports_no_ctypes(raw_image, target):
+    """What the plugin calls keeps ctypes, pyudev and the FUSE binding out of
+    its process (bareos-fd-contract §12.1), all the way through a mount."""
+    dd, guid = raw_image
+    code = r"""
+import json, os, sys
+from vz7native import mount
+with mount.mount_readonly(sys.argv[1], sys.argv[2], backend="auto") as m:
+    assert m.backend == "portable" and os.listdir(sys.argv[2])
+with mount.mount_readonly(sys.argv[1], sys.argv[2], guid=sys.argv[3]):
+    pass
+mount.cleanup()
+print(json.dumps(sorted(name for name in sys.modules
+                        if name.split(".")[0] in ("ctypes", "_ctypes", "pyudev", "mfusepy"))))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, dd, target, guid],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout.decode()) == []
+
+
+# -- life cycle ----------------------------------------------------------------------
+
+def test_umount_is_idempotent_and_the_target_is_free_again(raw_image, target, run_dir):
+    dd, _ = raw_image
+    m = mount.mount_readonly(dd, target, backend="portable")
+    assert len(state.load_all(run_dir)) == 1
+    m.umount()
+    assert not m.mounted
+    m.umount()
+    assert devices.mounts_at(target) == []
+    with mount.mount_readonly(dd, target, backend="portable") as again:
+        assert os.listdir(again.target)
+
+
+def test_umount_waits_for_a_busy_target_to_be_left(raw_image, target):
+    dd, _ = raw_image
+    m = mount.mount_readonly(dd, target, backend="portable")
+    # Someone sits in the mount for a while when we unmount.
+    squatter = subprocess.Popen(["sleep", "1.5"], cwd=target)
+    try:
+        m.umount()
+    finally:
+        squatter.wait()
+    assert devices.mounts_at(target) == []
+
+
+def test_sigterm_to_the_helper_takes_the_set_down(raw_image, target, run_dir):
+    dd, _ = raw_image
+    m = mount.mount_readonly(dd, target, backend="portable")
+    helper = _record(run_dir, m.id).helper
+    os.kill(helper.pid, signal.SIGTERM)
+    _wait_until(lambda: not devices.mounts_at(target) and not state.load_all(run_dir),
+                what="the helper's teardown")
+    m.umount()
+
+
+def test_a_killed_helper_is_cleaned_up_by_umount(raw_image, target, run_dir):
+    dd, _ = raw_image
+    m = mount.mount_readonly(dd, target, backend="portable")
+    helper = _record(run_dir, m.id).helper
+    os.kill(helper.pid, signal.SIGKILL)
+    _wait_until(lambda: not state.is_running(helper), what="the helper to die")
+    assert devices.mounts_at(target), "the mount outlived its helper"
+    m.umount()
+    assert devices.mounts_at(target) == []
+
+
+def test_kill_9_of_the_mounting_process_helper_takes_the_set_down(raw_image, target, run_dir,
+                                                                   work):
+    dd, _ = raw_image
+    proc, _ = _start_holder(dd, target)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    _wait_until(lambda: not _ours(run_dir, work), what="the orphaned helper's teardown")
+    with mount.mount_readonly(dd, target, backend="portable") as m:
+        assert os.listdir(m.target)
+
+
+def test_kill_9_of_mounter_and_helper_next_mount_removes_the_leftovers(raw_image, old_tree,
+                                                                        target, run_dir, work):
+    dd, _ = raw_image
+    proc, held = _start_holder(dd, target)
+    old_loop = os.stat(held["info"]["loop"]).st_rdev
+    _kill_group(proc)
+    left = _ours(run_dir, work)
+    assert any(s.startswith("mount " + repr(target)) or os.fsdecode(target) in s for s in left)
+    assert any(s.startswith("fuse dir") for s in left)
+    with mount.mount_readonly(dd, target, backend="portable") as m:
+        assert [r.id for r in state.load_all(run_dir)] == [m.id]
+        assert os.listdir(state.fuse_root(run_dir)) == [os.fsencode(m.id)]
+        entry, = devices.mounts_at(target)
+        assert entry.devnum == os.stat(m.device).st_rdev
+        assert not os.path.exists(os.fsencode(held["info"]["fuse_dir"]))
+        ours = [l for l in devices.loop_devices() if l.backing_file.startswith(run_dir)]
+        assert [l.devnum for l in ours] == [os.stat(m.device).st_rdev]
+        if old_loop != entry.devnum:
+            loop = devices.loop_device(old_loop)
+            assert loop is None or not loop.backing_file.startswith(run_dir)
+        assert_same_tree(old_tree, target, ignore_root=LOST_FOUND)
+
+
+def test_cli_cleanup_removes_what_killed_processes_left(raw_image, target, run_dir, work):
+    dd, guid = raw_image
+    other = target + b"-raw"
+    os.mkdir(other)
+    first, held_fuse = _start_holder(dd, target)
+    second, held_raw = _start_holder(dd, other, guid)
+    for proc in (first, second):
+        _kill_group(proc)
+    assert len(_ours(run_dir, work)) >= 5
+    result = _vz7ploop("cleanup", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(r["id"] for r in report) == sorted([held_fuse["id"], held_raw["id"]])
+    assert all(r["problems"] == [] for r in report)
+    assert _ours(run_dir, work) == []
+
+
+def test_cleanup_removes_a_set_whose_record_is_lost(raw_image, target, run_dir, work):
+    dd, _ = raw_image
+    proc, held = _start_holder(dd, target)
+    _kill_group(proc)
+    os.unlink(state.record_path(run_dir, held["id"]))
+    report = mount.cleanup()
+    assert [(r["id"], r["problems"]) for r in report] == [(held["id"], [])]
+    assert _ours(run_dir, work) == []
+
+
+def test_cleanup_leaves_live_sets_and_other_peoples_loop_devices_alone(raw_image, target,
+                                                                      run_dir, work):
+    dd, guid = raw_image
+    base_file = os.path.realpath(image.read_descriptor(dd).images[guid].file)
+    # Someone else's read-only mount of the very same raw image, same offset.
+    foreign = os.path.join(work, b"foreign")
+    os.makedirs(foreign, exist_ok=True)
+    subprocess.check_call([b"mount", b"-o", b"ro,loop,offset=%d" % MiB, base_file, foreign])
+    foreign_entry, = devices.mounts_at(foreign)
+    try:
+        live = mount.mount_readonly(dd, target, guid=guid, backend="portable")
+        other = target + b"-killed"
+        os.mkdir(other)
+        proc, held = _start_holder(dd, other, guid)
+        _kill_group(proc)
+        report = mount.cleanup()
+        assert [r["id"] for r in report] == [held["id"]]
+        assert devices.mounts_at(other) == []
+        assert devices.mounts_at(foreign) == [foreign_entry]
+        assert devices.loop_device(foreign_entry.devnum).backing_file == base_file
+        assert [r.id for r in state.load_all(run_dir)] == [live.id]
+        assert os.listdir(target)
+        live.umount()
+    finally:
+        devices.umount(foreign)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+def test_a_busy_target_is_refused(raw_image, target, run_dir):
+    dd, _ = raw_image
+    subprocess.check_call([b"mount", b"-t", b"tmpfs", b"vz7n-test", target])
+    try:
+        with pytest.raises(mount.TargetBusyError, match="already a mount point"):
+            mount.mount_readonly(dd, target, backend="portable")
+        assert state.load_all(run_dir) == []
+    finally:
+        devices.umount(target)
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"dd_path": b"/nonexistent/DiskDescriptor.xml"}, image.ImageError),
+    ({"guid": "{12345678-1234-1234-1234-123456789abc}"}, image.SnapshotNotFound),
+    ({"guid": "not-a-guid"}, ValueError),
+    ({"target": b"/nonexistent/mnt"}, mount.MountError),
+    ({"backend": "fast"}, ValueError),
+])
+def test_bad_arguments_fail_clearly_and_leave_nothing(raw_image, target, run_dir, change, error):
+    dd, _ = raw_image
+    args = dict({"dd_path": dd, "target": target, "backend": "portable"}, **change)
+    with pytest.raises(error):
+        mount.mount_readonly(**args)
+    assert state.load_all(run_dir) == []
+    assert devices.mounts_at(target) == []
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+def test_cli_mount_stays_until_cli_umount(raw_image, old_tree, target, run_dir, work):
+    dd, guid = raw_image
+    result = _vz7ploop("mount", "-r", "--backend", "portable", "-u", guid, "-m", target, dd)
+    assert result.returncode == 0, result.stderr
+    entry, = devices.mounts_at(target)
+    assert result.stdout.strip() == devices.loop_device(entry.devnum).node.decode()
+    record, = state.load_all(run_dir)
+    assert record.owner is None and state.is_running(record.helper)
+    assert_same_tree(old_tree, target, ignore_root=LOST_FOUND)
+    result = _vz7ploop("umount", "-m", target)
+    assert result.returncode == 0, result.stderr
+    assert not state.is_running(record.helper)
+    assert _ours(run_dir, work) == []
+
+
+def test_cli_umount_by_descriptor(raw_image, target, run_dir, work):
+    dd, _ = raw_image
+    assert _vz7ploop("mount", "-r", "-m", target, dd).returncode == 0     # auto: portable
+    result = _vz7ploop("umount", dd)
+    assert result.returncode == 0, result.stderr
+    assert _ours(run_dir, work) == []
+
+
+def test_cli_portable_mount_needs_read_only(raw_image, target):
+    dd, _ = raw_image
+    result = _vz7ploop("mount", "--backend", "portable", "-m", target, dd)
+    assert result.returncode == 38
+    assert "add -r" in result.stderr
+    assert devices.mounts_at(target) == []
+
+
+def test_cli_mount_errors_name_the_problem(raw_image, target):
+    dd, _ = raw_image
+    result = _vz7ploop("mount", "-r", "--backend", "portable", "-u",
+                       "{12345678-1234-1234-1234-123456789abc}", "-m", target, dd)
+    assert result.returncode == 1
+    assert result.stderr.startswith("vz7ploop: cannot mount ")
+    assert "12345678-1234-1234-1234-123456789abc" in result.stderr
+    result = _vz7ploop("mount", "-r", "--backend", "kernel", "-m", target, dd)
+    assert result.returncode == 2 and "SYSEXIT_DEVICE" in result.stderr
