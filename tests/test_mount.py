@@ -84,14 +84,20 @@ def trees(work):
 
 
 @pytest.fixture(scope="module")
-def images(work, trees):
+def raws(work, trees):
+    """{"old", "new"}: raw container disks (GPT + mkfs.ext4 -d) of the two trees."""
+    found = {}
+    for name in ("old", "new"):
+        found[name] = os.path.join(work, name.encode() + b".raw")
+        image.make_ct_raw_disk(trees[name], DISK_SIZE, found[name])
+    return found
+
+
+@pytest.fixture(scope="module")
+def images(work, raws):
     """{format: (dd, snapshot GUID)}: the snapshot shows the old tree, the live top
     the new one. "v1"/"v2": our import_raw, a libploop snapshot (offline), our
     writer changing the top. "raw": the same on a raw-mode image libploop made."""
-    raws = {}
-    for name in ("old", "new"):
-        raws[name] = os.path.join(work, name.encode() + b".raw")
-        image.make_ct_raw_disk(trees[name], DISK_SIZE, raws[name])
     found = {"raw": _raw_mode_image(raws["old"], raws["new"], os.path.join(work, b"raw"))}
     for version in (1, 2):
         found["v%d" % version] = snapshotted_image(
@@ -492,6 +498,21 @@ def test_a_busy_target_is_refused(v1, target, run_dir):
         devices.umount(target)
 
 
+def test_a_target_claimed_by_a_live_set_is_refused(v1, target, run_dir):
+    # A live set that has not mounted yet: its record (owned by this very
+    # process, so it counts as live) already claims the target.
+    dd, _ = v1
+    claim = state.MountRecord(id="0123456789abcdef", backend="portable", dd=b"/elsewhere",
+                              target=target, owner=state.process_id(os.getpid()))
+    state.save(run_dir, claim)
+    try:
+        with pytest.raises(mount.TargetBusyError, match="0123456789abcdef"):
+            mount.mount_readonly(dd, target, backend="portable")
+        assert [r.id for r in state.load_all(run_dir)] == [claim.id]
+    finally:
+        state.remove(run_dir, claim.id)
+
+
 @pytest.mark.parametrize("change,error", [
     ({"dd_path": b"/nonexistent/DiskDescriptor.xml"}, image.ImageError),
     ({"guid": "{12345678-1234-1234-1234-123456789abc}"}, image.SnapshotNotFound),
@@ -522,6 +543,20 @@ def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
     result = _vz7ploop("umount", "-m", target)
     assert result.returncode == 0, result.stderr
     assert not state.is_running(record.helper)
+    assert _ours(run_dir, work) == []
+
+
+def test_cli_import_raw_then_portable_mount_shows_the_tree(raws, trees, target, run_dir, work):
+    """The whole road without libploop's driver: a mkfs.ext4 -d disk, import-raw,
+    a portable mount, a recursive compare, umount."""
+    result = _vz7ploop("import-raw", raws["old"], tempfile.mkdtemp(dir=work))
+    assert result.returncode == 0, result.stderr
+    dd = result.stdout.strip()
+    result = _vz7ploop("mount", "-r", "--backend", "portable", "-m", target, dd)
+    assert result.returncode == 0, result.stderr
+    assert_same_tree(trees["old"], target)
+    result = _vz7ploop("umount", "-m", target)
+    assert result.returncode == 0, result.stderr
     assert _ours(run_dir, work) == []
 
 

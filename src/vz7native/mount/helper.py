@@ -200,6 +200,11 @@ def _claim(base, record):
         teardown.remove_leftovers(base, target=record.target)
         if devices.mounts_at(record.target):
             raise TargetBusy("%s is already a mount point" % os.fsdecode(record.target))
+        # A live set may not have mounted yet: its record claims the target already.
+        for other in state.load_all(base):
+            if other.target == record.target:
+                raise TargetBusy("%s is being mounted by another process (mount %s)"
+                                 % (os.fsdecode(record.target), other.id))
         state.save(base, record)
 
 
@@ -296,6 +301,9 @@ def build_parser():
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="vz7native helper: %(message)s")
     args = build_parser().parse_args(argv)
+    # Every path it gets is absolute; a helper must not keep its caller's
+    # working directory (and that filesystem) busy.
+    os.chdir("/")
     return args.func(args)
 
 

@@ -41,8 +41,8 @@ def new_id():
 
 
 def run_dir():
-    """The directory holding our records, FUSE mount points and lock (bytes)."""
-    return os.fsencode(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+    """The directory holding our records, FUSE mount points and lock (absolute, bytes)."""
+    return os.path.abspath(os.fsencode(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR))
 
 
 def canonical_dd(path):
