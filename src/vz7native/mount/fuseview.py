@@ -30,10 +30,10 @@ import os
 import stat
 import threading
 
-FUSE_SUBTYPE = "vz7native"
-FUSE_TYPE = b"fuse." + FUSE_SUBTYPE.encode("ascii")
-DISK_NAME = "disk"
-_DISK_PATH = "/" + DISK_NAME
+from vz7native.mount.state import DISK_NAME, FUSE_SUBTYPE
+
+_DISK_NAME = DISK_NAME.decode("ascii")
+_DISK_PATH = "/" + _DISK_NAME
 
 _log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class DiskView(mfusepy.Operations):
     def readdir(self, path, fh):
         if path != "/":
             raise mfusepy.FuseOSError(errno.ENOTDIR)
-        return [".", "..", DISK_NAME]
+        return [".", "..", _DISK_NAME]
 
     def open(self, path, flags):
         if path != _DISK_PATH:

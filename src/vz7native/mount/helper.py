@@ -59,7 +59,7 @@ class Stopped(Exception):
 
 
 class TargetBusy(Exception):
-    """The target is already a mount point."""
+    """The target is mounted on, or claimed by another live set."""
 
 
 class StopRequest(object):
@@ -110,14 +110,14 @@ class PortableSet(object):
         record = self.record
         descriptor = image.read_descriptor(record.dd)
         chain = descriptor.chain(record.guid)
-        self.vdisk = image.open_virtual_disk(record.dd, record.guid)
+        self.vdisk = image.open_virtual_disk(descriptor, record.guid)
         offset, size = _filesystem_extent(self.vdisk)
-        if len(chain) == 1 and (chain[0].kind == "Plain" or descriptor.mode == "raw"):
-            backing = os.path.realpath(os.path.join(os.path.dirname(descriptor.path),
-                                                    chain[0].file))
+        if len(chain) == 1 and chain[0].kind == "Plain":
+            # A raw base alone: the file is the disk.
+            backing = os.path.realpath(chain[0].file)
         else:
-            record.fuse_dir = teardown.fuse_dir(self.base, record.id)
-            backing = os.path.join(record.fuse_dir, fuseview().DISK_NAME.encode())
+            record.fuse_dir = state.fuse_dir(self.base, record.id)
+            backing = os.path.join(record.fuse_dir, state.DISK_NAME)
         record.backing_file, record.offset, record.size_limit = backing, offset, size
         state.save(self.base, record)
         if record.fuse_dir is not None:
@@ -137,10 +137,10 @@ class PortableSet(object):
         self.info = {"loop": os.fsdecode(node), "offset": offset, "size": size,
                      "guid": self.vdisk.guid, "direct_io": bool(loop and loop.direct_io),
                      "fuse_dir": os.fsdecode(record.fuse_dir) if record.fuse_dir else None,
-                     "libfuse": fuseview().LIBFUSE if record.fuse_dir else None}
+                     "libfuse": _fuseview().LIBFUSE if record.fuse_dir else None}
 
     def _serve(self, stop):
-        fv = fuseview()
+        fv = _fuseview()
         os.mkdir(self.record.fuse_dir, 0o700)
         self.view = fv.DiskView(self.vdisk)
         self.fuse_thread = threading.Thread(target=self._run_fuse, name="fuse", daemon=True)
@@ -157,7 +157,7 @@ class PortableSet(object):
 
     def _run_fuse(self):
         try:
-            fuseview().serve(self.view, self.record.fuse_dir, self.record.id)
+            _fuseview().serve(self.view, self.record.fuse_dir, self.record.id)
         except Exception as e:      # reported by _serve or, later, by the stop wait
             self.fuse_error = e
 
@@ -178,7 +178,7 @@ class PortableSet(object):
         return problems
 
 
-def fuseview():
+def _fuseview():
     """The FUSE module, imported on first use (raw images never load libfuse)."""
     from vz7native.mount import fuseview as module
     return module

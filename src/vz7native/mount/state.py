@@ -26,6 +26,11 @@ from vz7native.paths import descriptor_path
 
 RUN_DIR_ENV = "VZ7NATIVE_RUN_DIR"
 DEFAULT_RUN_DIR = b"/run/vz7native"
+# What our FUSE mounts look like: type "fuse.vz7native" in mountinfo, at
+# <run dir>/fuse/<id>, holding one file, the flat disk.
+FUSE_SUBTYPE = "vz7native"
+FUSE_TYPE = b"fuse." + FUSE_SUBTYPE.encode("ascii")
+DISK_NAME = b"disk"
 
 ProcessId = collections.namedtuple("ProcessId", "pid start_time")
 ProcessId.__doc__ = "A process, told apart from later ones with the same pid by its start time."
@@ -56,6 +61,11 @@ def records_dir(base):
 
 def fuse_root(base):
     return os.path.join(base, b"fuse")
+
+
+def fuse_dir(base, mount_id):
+    """Where set ``mount_id`` serves its disk (the file is ``DISK_NAME`` inside)."""
+    return os.path.join(fuse_root(base), os.fsencode(mount_id))
 
 
 def process_id(pid):

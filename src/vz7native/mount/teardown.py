@@ -31,7 +31,6 @@ import time
 
 from vz7native import devices
 from vz7native.mount import state
-from vz7native.mount.fuseview import DISK_NAME, FUSE_TYPE
 
 # How long a busy filesystem gets before it is detached lazily, and how long a
 # lazily detached one may keep its loop device before the FUSE mount under it
@@ -41,10 +40,6 @@ RELEASE_GRACE = 10.0
 # How long a helper gets to finish its own teardown (after its owner died, or
 # after SIGTERM) before the next step.
 HELPER_GRACE = 30.0
-
-
-def fuse_dir(base, mount_id):
-    return os.path.join(state.fuse_root(base), os.fsencode(mount_id))
 
 
 def _our_loops(record):
@@ -113,7 +108,7 @@ def dismantle(record, umount_grace=UMOUNT_GRACE, release_grace=RELEASE_GRACE):
                 problems.append(str(e))
     if record.fuse_dir is not None:
         for entry in reversed(devices.mounts_at(record.fuse_dir)):
-            if entry.fstype == FUSE_TYPE:
+            if entry.fstype == state.FUSE_TYPE:
                 _umount(entry, problems, umount_grace)
         try:
             os.rmdir(record.fuse_dir)
@@ -186,7 +181,7 @@ def _remove_orphans(base, known_ids):
     """FUSE directories (and their loop devices and mounts) that no record names."""
     done = []
     root = state.fuse_root(base)
-    mounted = {m.mount_point for m in devices.mounts() if m.fstype == FUSE_TYPE}
+    mounted = {m.mount_point for m in devices.mounts() if m.fstype == state.FUSE_TYPE}
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -199,7 +194,7 @@ def _remove_orphans(base, known_ids):
             continue
         directory = os.path.join(root, name)
         record = state.MountRecord(id=mount_id, backend="portable", fuse_dir=directory,
-                                   backing_file=os.path.join(directory, DISK_NAME.encode()))
+                                   backing_file=os.path.join(directory, state.DISK_NAME))
         done.append((record, dismantle(record)))
     return done
 
