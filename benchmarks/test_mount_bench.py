@@ -10,7 +10,10 @@ sequentially in 1 MiB requests:
   on the helper's FUSE view of the chain), with the library the helper picks
   (libfuse 3 here);
 * ``portable_mount_libfuse2``: the same with libfuse 2 forced
-  (``FUSE_LIBRARY_PATH``), what hosts without libfuse 3 get.
+  (``FUSE_LIBRARY_PATH``), what hosts without libfuse 3 get;
+* ``portable_mount_py36``: the helper run by Python 3.6 (``.venv/py36``,
+  ``$VZ7NATIVE_PYTHON``), the Python of a VZ7 host, where ``os.preadv`` is
+  missing and the reader copies once more.
 
 Groups:
 
@@ -87,23 +90,31 @@ def disk(tmp_path_factory):
     return dd, image.read_descriptor(dd).chain()[0].file
 
 
-@pytest.fixture(scope="module", params=["default", "libfuse2"])
+PY36 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    ".venv", "py36", "bin", "python")
+VARIANTS = {"default": {}, "libfuse2": {"FUSE_LIBRARY_PATH": "libfuse.so.2"},
+            "py36": {"VZ7NATIVE_PYTHON": PY36}}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def mounted(request, disk, tmp_path_factory):
     """The image's top mounted portable; the path of the big file inside."""
+    if request.param == "py36" and not os.path.exists(PY36):
+        pytest.skip("no %s (make .venv/py36/.ready)" % PY36)
     target = os.fsencode(str(tmp_path_factory.mktemp("mnt-" + request.param)))
-    old = os.environ.get("FUSE_LIBRARY_PATH")
-    if request.param == "libfuse2":
-        os.environ["FUSE_LIBRARY_PATH"] = "libfuse.so.2"
+    saved = {name: os.environ.get(name) for name in VARIANTS[request.param]}
+    os.environ.update(VARIANTS[request.param])
     try:
         m = mount.mount_readonly(disk[0], target, backend="portable")
     finally:
-        if old is None:
-            os.environ.pop("FUSE_LIBRARY_PATH", None)
-        else:
-            os.environ["FUSE_LIBRARY_PATH"] = old
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     with m:
         assert m.info["direct_io"]
-        assert ("fuse3" in m.info["libfuse"]) == (request.param == "default")
+        assert ("fuse3" in m.info["libfuse"]) == (request.param != "libfuse2")
         name = "portable_mount" + ("" if request.param == "default" else "_" + request.param)
         yield name, os.path.join(target, BIG_FILE)
 

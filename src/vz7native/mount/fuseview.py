@@ -17,6 +17,11 @@ Choices, measured with the benchmark (benchmarks/test_mount_bench.py):
 * Reads land directly in libfuse's reply buffer (``VirtualDisk.readinto``
   through a memoryview of it) instead of mfusepy's bytes-then-memmove, one
   copy less per request.
+* A 0.2 ms GIL switch interval (Python's default is 5 ms) for the helper
+  process: a thread back from the image file waits for the GIL up to that
+  long while others run, and the requests queue up behind it. Measured on
+  cold 1 GiB reads: 1.6 s -> 0.7 s with Python 3.6, 1.2 s -> 0.7 s with 3.11
+  (0.1 ms and 0.5 ms were both slower than 0.2 ms).
 * Mount options: ``ro`` and ``default_permissions`` (the kernel checks the
   0400 root-owned file, we do no permission logic); no ``allow_other``: the
   loop driver reads from kernel threads running as root, which passes the
@@ -28,6 +33,7 @@ import errno
 import logging
 import os
 import stat
+import sys
 import threading
 
 from vz7native.mount.state import DISK_NAME, FUSE_SUBTYPE
@@ -123,9 +129,14 @@ def fuse_options(mount_id):
     return options
 
 
+SWITCH_INTERVAL = 0.0002
+
+
 def serve(view, fuse_dir, mount_id):
     """Serve ``view`` (a DiskView) at ``fuse_dir`` until that mount goes away.
 
-    Blocks: run it in a thread and wait for ``view.ready``.
+    Blocks: run it in a thread and wait for ``view.ready``. Sets this
+    process's GIL switch interval (see the module docstring).
     """
+    sys.setswitchinterval(SWITCH_INTERVAL)
     DirectFUSE(view, os.fsdecode(fuse_dir), **fuse_options(mount_id))
