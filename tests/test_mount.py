@@ -458,6 +458,26 @@ def test_cleanup_removes_a_set_whose_record_is_lost(v1, target, run_dir, work):
     assert _ours(run_dir, work) == []
 
 
+def test_cleanup_removes_only_the_record_temporaries_of_dead_sets(run_dir):
+    live = state.MountRecord(id="1111111111111111", backend="portable", target=b"/nowhere",
+                             owner=state.process_id(os.getpid()))
+    with state.locked(run_dir):
+        state.save(run_dir, live)
+    temporaries = {i: state.record_path(run_dir, i) + b".tmp"
+                   for i in (live.id, "2222222222222222")}
+    try:
+        for path in temporaries.values():
+            open(path, "w").close()
+        assert mount.cleanup() == []
+        assert os.path.exists(temporaries[live.id])     # its set may be writing it
+        assert not os.path.exists(temporaries["2222222222222222"])
+    finally:
+        for path in temporaries.values():
+            if os.path.exists(path):
+                os.unlink(path)
+        state.remove(run_dir, live.id)
+
+
 def test_cleanup_leaves_live_sets_and_other_peoples_loop_devices_alone(raw_image, target,
                                                                       run_dir, work):
     dd, guid = raw_image
@@ -519,6 +539,7 @@ def test_a_target_claimed_by_a_live_set_is_refused(v1, target, run_dir):
     ({"guid": "not-a-guid"}, image.SnapshotNotFound),
     ({"target": b"/nonexistent/mnt"}, mount.MountError),
     ({"backend": "fast"}, ValueError),
+    ({"backend": "kernel", "persistent": True}, ValueError),
 ])
 def test_bad_arguments_fail_clearly_and_leave_nothing(v1, target, run_dir, change, error):
     dd, _ = v1

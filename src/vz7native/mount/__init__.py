@@ -98,25 +98,28 @@ def mount_readonly(dd_path, target, guid=None, backend="auto", persistent=False)
     """Mount snapshot ``guid`` (None: the top) of ``dd_path`` read-only at ``target``.
 
     ``dd_path`` is a DiskDescriptor.xml or its directory, ``target`` an
-    existing directory with nothing mounted on it. ``persistent`` (portable
-    backend) keeps the mount after this process exits, until ``vz7ploop
-    umount`` (the CLI's ``mount``); otherwise it goes away with this process.
-    Returns a :class:`ReadOnlyMount`.
+    existing directory with nothing mounted on it, ``guid`` with or without
+    braces. A mount goes with this process: the portable helper takes it down
+    when this process dies, and a kernel mount left behind is removed by the
+    next kernel mount of the image. ``persistent`` (portable backend only)
+    keeps the mount after this process exits, until ``vz7ploop umount`` (the
+    CLI's ``mount``). Returns a :class:`ReadOnlyMount`.
 
-    ``guid`` may be given with or without braces, in any case.
-
-    Raises ValueError for a bad backend name, the ``vz7native.image`` errors
-    for a descriptor or snapshot that cannot be read
-    (:class:`~vz7native.image.SnapshotNotFound`, ...), :class:`MountError`
-    (:class:`TargetBusyError`) when the portable mount fails, and the
-    :class:`~vz7native.ploop.PloopError` family from the kernel backend
-    (:class:`~vz7native.ploop.DeviceError` where the ploop driver is missing).
+    Raises ValueError for a bad backend name (or ``persistent`` with the
+    kernel backend), the ``vz7native.image`` errors for a descriptor or
+    snapshot that cannot be read (:class:`~vz7native.image.SnapshotNotFound`,
+    ...), :class:`MountError` (:class:`TargetBusyError`) when the portable
+    mount fails, and the :class:`~vz7native.ploop.PloopError` family from the
+    kernel backend (:class:`~vz7native.ploop.DeviceError` where the ploop
+    driver is missing).
     """
     backend = choose_backend(backend)
     target = os.path.realpath(os.fsencode(target))
     if not os.path.isdir(target):
         raise MountError("mount point %s is not a directory" % os.fsdecode(target))
     if backend == "kernel":
+        if persistent:
+            raise ValueError("persistent mounts are the portable backend's")
         from vz7native.mount import kernel
         return kernel.mount(dd_path, target, guid)
     from vz7native.mount import portable

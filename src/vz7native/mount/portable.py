@@ -73,10 +73,12 @@ def _read_line(fd, timeout):
 
 
 def _parse(line):
-    """(word, payload) of a helper status line."""
-    text = line.decode("utf-8", "replace").strip()
-    word, _, payload = text.partition(" ")
-    return word, (json.loads(payload) if payload else {})
+    """(word, payload) of a helper status line; ("", {}) for anything else."""
+    word, _, payload = line.decode("utf-8", "replace").strip().partition(" ")
+    try:
+        return word, (json.loads(payload) if payload else {})
+    except ValueError:
+        return "", {}
 
 
 def _failure(payload, what=None):

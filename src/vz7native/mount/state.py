@@ -3,8 +3,10 @@ is recognised as ours and removed later.
 
 Every mount gets an id and a record ``<run dir>/mounts/<id>.json`` written
 before anything is created and removed after everything is gone. The run dir
-is ``/run/vz7native`` (``$VZ7NATIVE_RUN_DIR`` overrides it, e.g. for tests):
-on a tmpfs, so records do not survive a reboot, and neither do mounts.
+is ``/run/vz7native`` (``$VZ7NATIVE_RUN_DIR`` overrides it, e.g. for tests),
+normally a tmpfs, so records go with the mounts at a reboot; where it is not,
+a record that survives names processes that no longer run and is removed as a
+leftover whose parts are already gone.
 
 A record names the processes it depends on by pid *and* start time (field 22
 of ``/proc/<pid>/stat``), so a recycled pid is never taken for the original

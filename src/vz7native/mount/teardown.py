@@ -173,7 +173,7 @@ def remove_leftovers(base, dd=None, target=None, mount_id=None):
             done.append((record, _release(base, record)))
     if dd is None and target is None and mount_id is None:
         done.extend(_remove_orphans(base, {r.id for r in records}))
-        _remove_stale_temporaries(base)
+        _remove_stale_temporaries(base, {r.id for r in state.load_all(base) if r.is_live()})
     return done
 
 
@@ -199,16 +199,16 @@ def _remove_orphans(base, known_ids):
     return done
 
 
-def _remove_stale_temporaries(base):
-    # Written under the lock and renamed at once: one that exists now was
-    # left by a killed writer.
+def _remove_stale_temporaries(base, live_ids):
+    # A record is written to "<id>.json.tmp" and renamed at once, only by its
+    # own set: one left beside a set that is not live was left by a killed writer.
     directory = state.records_dir(base)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return
     for name in names:
-        if name.endswith(b".json.tmp"):
+        if name.endswith(b".json.tmp") and os.fsdecode(name[:-9]) not in live_ids:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
 
