@@ -17,6 +17,7 @@ import pytest
 import ct_tree
 from ct_tree import assert_same_tree
 from ploop_tools import snapshotted_image
+from test_cli import ok, run
 from vz7native import devices, image, mount, ploop
 from vz7native.mount import state
 
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.root
 
 MiB = 1 << 20
 DISK_SIZE = 128 * MiB
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 # A process that mounts and then waits to be killed; prints the set's id.
 HOLDER = r"""
@@ -167,13 +167,9 @@ def _record(run_dir, mount_id):
     return found[0] if found else None
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def _start_holder(dd, target, guid=None, backend="portable"):
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, dd, target, guid or "", backend],
-                            stdout=subprocess.PIPE, start_new_session=True, env=_env())
+                            stdout=subprocess.PIPE, start_new_session=True)
     line = proc.stdout.readline()
     assert line, "the holder process failed to mount"
     return proc, json.loads(line.decode())
@@ -183,12 +179,6 @@ def _kill_group(proc):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-
-
-def _vz7ploop(*args):
-    return subprocess.run([sys.executable, "-m", "vz7native.cli"] + [os.fsdecode(a) for a in args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                          universal_newlines=True)
 
 
 # -- backends ------------------------------------------------------------------------
@@ -344,7 +334,7 @@ print(json.dumps(sorted(name for name in sys.modules
                         if name.split(".")[0] in ("ctypes", "_ctypes", "pyudev", "mfusepy"))))
 """
     proc = subprocess.run([sys.executable, "-c", code, dd, target, guid],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout.decode()) == []
 
@@ -440,9 +430,7 @@ def test_cli_cleanup_removes_what_killed_processes_left(raw_image, target, run_d
     for proc in (first, second):
         _kill_group(proc)
     assert len(_ours(run_dir, work)) >= 5
-    result = _vz7ploop("cleanup", "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json.loads(ok("cleanup", "--json"))
     assert sorted(r["id"] for r in report) == sorted([held_fuse["id"], held_raw["id"]])
     assert all(r["problems"] == [] for r in report)
     assert _ours(run_dir, work) == []
@@ -554,15 +542,13 @@ def test_bad_arguments_fail_clearly_and_leave_nothing(v1, target, run_dir, chang
 
 def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
     dd, guid = v1
-    result = _vz7ploop("mount", "-r", "--backend", "portable", "-u", guid, "-m", target, dd)
-    assert result.returncode == 0, result.stderr
+    out = ok("mount", "-r", "--backend", "portable", "-u", guid, "-m", target, dd)
     entry, = devices.mounts_at(target)
-    assert result.stdout.strip() == devices.loop_device(entry.devnum).node.decode()
+    assert out.strip() == devices.loop_device(entry.devnum).node.decode()
     record, = state.load_all(run_dir)
     assert record.owner is None and state.is_running(record.helper)
     assert_same_tree(trees["old"], target)
-    result = _vz7ploop("umount", "-m", target)
-    assert result.returncode == 0, result.stderr
+    ok("umount", "-m", target)
     assert not state.is_running(record.helper)
     assert _ours(run_dir, work) == []
 
@@ -570,39 +556,33 @@ def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
 def test_cli_import_raw_then_portable_mount_shows_the_tree(raws, trees, target, run_dir, work):
     """The whole road without libploop's driver: a mkfs.ext4 -d disk, import-raw,
     a portable mount, a recursive compare, umount."""
-    result = _vz7ploop("import-raw", raws["old"], tempfile.mkdtemp(dir=work))
-    assert result.returncode == 0, result.stderr
-    dd = result.stdout.strip()
-    result = _vz7ploop("mount", "-r", "--backend", "portable", "-m", target, dd)
-    assert result.returncode == 0, result.stderr
+    dd = ok("import-raw", raws["old"], tempfile.mkdtemp(dir=work)).strip()
+    ok("mount", "-r", "--backend", "portable", "-m", target, dd)
     assert_same_tree(trees["old"], target)
-    result = _vz7ploop("umount", "-m", target)
-    assert result.returncode == 0, result.stderr
+    ok("umount", "-m", target)
     assert _ours(run_dir, work) == []
 
 
 def test_cli_umount_by_descriptor(v1, target, run_dir, work):
     dd, _ = v1
-    assert _vz7ploop("mount", "-r", "-m", target, dd).returncode == 0     # auto: portable
-    result = _vz7ploop("umount", dd)
-    assert result.returncode == 0, result.stderr
+    ok("mount", "-r", "-m", target, dd)     # auto: portable here
+    ok("umount", dd)
     assert _ours(run_dir, work) == []
 
 
 def test_cli_portable_mount_needs_read_only(v1, target):
     dd, _ = v1
-    result = _vz7ploop("mount", "--backend", "portable", "-m", target, dd)
-    assert result.returncode == 38
-    assert "add -r" in result.stderr
+    rc, _, err = run("mount", "--backend", "portable", "-m", target, dd)
+    assert rc == 38 and "add -r" in err
     assert devices.mounts_at(target) == []
 
 
 def test_cli_mount_errors_name_the_problem(v1, target):
     dd, _ = v1
-    result = _vz7ploop("mount", "-r", "--backend", "portable", "-u",
-                       "{12345678-1234-1234-1234-123456789abc}", "-m", target, dd)
-    assert result.returncode == 43      # SYSEXIT_NOSNAP, as ploop says it
-    assert result.stderr.startswith("vz7ploop: cannot mount ")
-    assert "12345678-1234-1234-1234-123456789abc" in result.stderr
-    result = _vz7ploop("mount", "-r", "--backend", "kernel", "-m", target, dd)
-    assert result.returncode == 2 and "SYSEXIT_DEVICE" in result.stderr
+    rc, _, err = run("mount", "-r", "--backend", "portable", "-u",
+                     "{12345678-1234-1234-1234-123456789abc}", "-m", target, dd)
+    assert rc == 43      # SYSEXIT_NOSNAP, as ploop says it
+    assert err.startswith("vz7ploop: cannot mount ") and err.count("\n") == 1
+    assert "12345678-1234-1234-1234-123456789abc" in err
+    rc, _, err = run("mount", "-r", "--backend", "kernel", "-m", target, dd)
+    assert rc == 2 and "SYSEXIT_DEVICE" in err
