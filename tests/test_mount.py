@@ -570,10 +570,12 @@ def test_cli_umount_by_descriptor(v1, target, run_dir, work):
     assert _ours(run_dir, work) == []
 
 
-def test_cli_portable_mount_needs_read_only(v1, target):
+def test_cli_portable_mount_needs_read_only_and_no_component(v1, target):
     dd, _ = v1
     rc, _, err = run("mount", "--backend", "portable", "-m", target, dd)
     assert rc == 38 and "add -r" in err
+    rc, _, err = run("mount", "-r", "--backend", "portable", "-c", "backup", "-m", target, dd)
+    assert rc == 38 and "kernel backend only" in err
     assert devices.mounts_at(target) == []
 
 

@@ -336,6 +336,7 @@ def build_parser():
 
     p = command("cleanup", cmd_cleanup,
                 "remove what killed processes left of read-only mounts (live ones stay)")
+    p.set_defaults(libploop=False)      # loaded only for a kernel mount left behind
     p.add_argument("--json", action="store_true")
     p.add_argument("dd", nargs="?", help="only the leftovers of this DiskDescriptor.xml")
     return parser
@@ -346,12 +347,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "umount" and bool(args.mount_point) == bool(args.dd):
         parser.error("umount takes -m DIR or a DiskDescriptor.xml")
-    if args.command == "mount" and not args.readonly:
+    if args.command == "mount":
         from vz7native.mount import choose_backend
 
         if choose_backend(args.backend) == "portable":
-            parser.error("the portable backend mounts read-only: add -r "
-                         "(read-write needs the ploop kernel driver)")
+            if not args.readonly:
+                parser.error("the portable backend mounts read-only: add -r "
+                             "(read-write needs the ploop kernel driver)")
+            if args.component:
+                parser.error("-c/--component names a ploop device: kernel backend only")
     from vz7native import image
     from vz7native.mount import MountError
 
