@@ -256,6 +256,22 @@ def test_a_raw_base_goes_straight_to_a_loop_device(raw_image, target):
         assert set(entry.options.split(b",")) >= {b"ro", b"nosuid", b"nodev", b"noexec"}
 
 
+def test_a_disk_without_partition_table_is_mounted_whole(work, target):
+    # libploop's "without_partition" layout: the ext4 starts at byte 0.
+    tree = tempfile.mkdtemp(dir=work)
+    with open(os.path.join(tree, b"hello"), "wb") as f:
+        f.write(b"no GPT here\n")
+    raw = os.path.join(work, b"whole.raw")
+    with open(raw, "wb") as f:
+        f.truncate(32 * MiB)
+    subprocess.check_call([b"mkfs.ext4", b"-q", b"-F", b"-d", tree, raw])
+    dd = image.import_raw(raw, tempfile.mkdtemp(dir=work))
+    with mount.mount_readonly(dd, target, backend="portable") as m:
+        assert (m.info["offset"], m.info["size"]) == (0, 32 * MiB)
+        with open(os.path.join(target, b"hello"), "rb") as f:
+            assert f.read() == b"no GPT here\n"
+
+
 def test_a_delta_chain_is_served_through_fuse(v1, target, run_dir):
     dd, _ = v1
     with mount.mount_readonly(dd, target, backend="portable") as m:
