@@ -20,9 +20,18 @@ def goal(group, subject, baseline, kind, target, text):
 @pytest.fixture
 def measure(benchmark):
     def run(group, name, func, *args, **kwargs):
+        """Benchmark ``func(*args, **kwargs)``. With keyword ``setup`` (a function
+        called untimed before every round, e.g. to drop the page cache) it runs
+        ``rounds`` (keyword, default 5) rounds of one call each instead."""
+        setup = kwargs.pop("setup", None)
+        rounds = kwargs.pop("rounds", 5)
         benchmark.group = group
         benchmark.name = name
-        result = benchmark(func, *args, **kwargs)
+        if setup is None:
+            result = benchmark(func, *args, **kwargs)
+        else:
+            result = benchmark.pedantic(func, args=args, kwargs=kwargs, setup=setup,
+                                        rounds=rounds, iterations=1)
         MEDIANS.setdefault(group, {})[name] = benchmark.stats.stats.median
         return result
     return run

@@ -6,14 +6,20 @@ into "the container after a while" (what a snapshot must not show), and
 ``describe(root)`` gives a comparable picture of a tree (kinds, modes, owners,
 sizes, device numbers, whole-second mtimes, symlink targets, xattrs and ACLs,
 content hashes, hard-link groups, sparseness) so an image's view can be compared
-with its source.
+with its source; ``compare_trees(expected, actual)`` lists every difference
+between two trees, entry by entry, and ``assert_same_tree`` fails with that list.
+
+``mkfs.ext4 -d`` (e2fsprogs 1.47, what ``make_ct_disk`` uses) keeps every kind
+of entry of the tree, sockets included, ACLs (access and default),
+``security.capability`` and holes; it keeps mtimes in whole seconds and gives
+the root directory times of its own.
 """
 import hashlib
 import os
 import stat
 
 from vz7native.host.tree import (  # noqa: F401 (names the tests use)
-    CAPABILITY, DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, OLD_MTIME, random_bytes,
+    CAPABILITY, DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, ODD_NAMES, OLD_MTIME, random_bytes,
     set_dir_times, write_file, write_tree)
 
 
@@ -84,3 +90,29 @@ def describe(root, ignore=(b"lost+found",)):
         for rel in paths:
             entries[rel]["links"] = sorted(paths)
     return entries
+
+
+def compare_trees(expected, actual, ignore=(b"lost+found",)):
+    """Every difference between the trees ``expected`` and ``actual``, entry by
+    entry and property by property (see :func:`describe`), as a list of strings;
+    empty when they are the same. ``ignore``: names left out at the top."""
+    want, got = describe(expected, ignore), describe(actual, ignore)
+    problems = []
+    for rel in sorted(set(want) | set(got)):
+        shown = rel.decode("utf-8", "backslashreplace")
+        if rel not in got:
+            problems.append("%s: missing" % shown)
+        elif rel not in want:
+            problems.append("%s: unexpected" % shown)
+        else:
+            for key in sorted(set(want[rel]) | set(got[rel])):
+                if want[rel].get(key) != got[rel].get(key):
+                    problems.append("%s: %s is %r, expected %r"
+                                    % (shown, key, got[rel].get(key), want[rel].get(key)))
+    return problems
+
+
+def assert_same_tree(expected, actual, ignore=(b"lost+found",)):
+    """Fail listing every difference :func:`compare_trees` finds."""
+    problems = compare_trees(expected, actual, ignore)
+    assert not problems, "%d difference(s):\n  %s" % (len(problems), "\n  ".join(problems))

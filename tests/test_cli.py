@@ -125,7 +125,7 @@ def test_unknown_guid_exits_with_sysexit_nosnap(dd):
 @pytest.mark.skipif(os.path.exists("/proc/vz/ploop_minor"), reason="the driver is present")
 def test_mount_without_driver_exits_with_sysexit_device(dd, tmp_path):
     (tmp_path / "mnt").mkdir()
-    rc, out, err = run("mount", "-r", "-m", tmp_path / "mnt", dd)
+    rc, out, err = run("mount", "-r", "--backend", "kernel", "-m", tmp_path / "mnt", dd)
     assert rc == 2
     assert err.rstrip().endswith("(SYSEXIT_DEVICE)") and err.count("\n") == 1
 

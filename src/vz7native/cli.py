@@ -128,16 +128,36 @@ def cmd_info(args, ploop):
 
 
 def cmd_mount(args, ploop):
+    from vz7native import mount
+
+    if mount.choose_backend(args.backend) == "portable":
+        # Persistent: the mount stays after this command, until `vz7ploop umount`.
+        portable = mount.mount_readonly(args.dd, args.mount_point, guid=args.uuid,
+                                        backend="portable", persistent=True)
+        _write(os.fsdecode(portable.device))
+        return
     with ploop.Disk.open(args.dd) as disk:
-        mount = disk.mount(args.mount_point, readonly=args.readonly, guid=args.uuid,
-                           component=args.component)
-        _write(os.fsdecode(mount.partition))
+        kernel = disk.mount(args.mount_point, readonly=args.readonly, guid=args.uuid,
+                            component=args.component)
+        _write(os.fsdecode(kernel.partition))
+
+
+def _umount_portable(target=None, dd=None):
+    """Stop our portable mounts at ``target`` or of ``dd``; False when there is none."""
+    from vz7native.mount import MountError, state, teardown
+
+    done = teardown.stop_live(state.run_dir(), target=target, dd=dd)
+    problems = [p for _, found in done for p in found]
+    if problems:
+        raise MountError("; ".join(problems))
+    return bool(done)
 
 
 def cmd_umount(args, ploop):
     if args.mount_point:
-        ploop.umount_mount_point(args.mount_point)
-    else:
+        if not _umount_portable(target=args.mount_point):
+            ploop.umount_mount_point(args.mount_point)
+    elif not _umount_portable(dd=args.dd):
         with ploop.Disk.open(args.dd) as disk:
             disk.umount()
 
@@ -182,6 +202,26 @@ def cmd_import_raw(args, _ploop):
                                         image_name=os.fsencode(args.name))))
 
 
+def cmd_cleanup(args, ploop):
+    from vz7native.mount import MountError, state, teardown
+
+    base = state.run_dir()
+    with state.locked(base):
+        done = teardown.remove_leftovers(base, dd=args.dd)
+    report = [{"id": r.id, "backend": r.backend, "target": _fs(r.target), "dd": _fs(r.dd),
+               "problems": problems} for r, problems in done]
+    if args.json:
+        _write(json.dumps(report, indent=2))
+    else:
+        for entry in report:
+            _write("%s %s mount %s of %s at %s%s" % (
+                "left" if entry["problems"] else "removed", entry["backend"], entry["id"],
+                entry["dd"] or "(unknown image)", entry["target"] or "(not mounted)",
+                "".join("\n  " + p for p in entry["problems"])))
+    if any(entry["problems"] for entry in report):
+        raise MountError("some leftovers could not be removed")
+
+
 def _what(args):
     """'<what failed>' of the error line."""
     target = getattr(args, "dd", None) or getattr(args, "image", None) or \
@@ -198,6 +238,7 @@ def _what(args):
         "umount": "cannot unmount %s",
         "check": "cannot check %s",
         "import-raw": "cannot import %s into %%s" % getattr(args, "raw", ""),
+        "cleanup": "cannot clean up leftover mounts" + (" of %s" if target else "%s"),
     }.get(args.command, args.command + " %s")
     return what % (target if target is not None else "")
 
@@ -261,10 +302,14 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("dd")
 
-    p = command("mount", cmd_mount, "mount the disk through the ploop kernel driver")
+    p = command("mount", cmd_mount, "mount the disk (or a snapshot of it)")
     p.add_argument("-r", "--readonly", action="store_true")
     p.add_argument("-u", "--uuid", help="snapshot to mount (default: the top)")
-    p.add_argument("-c", "--component", help="component name for the device")
+    p.add_argument("-c", "--component", help="component name for the device (kernel backend)")
+    p.add_argument("--backend", choices=("auto", "kernel", "portable"), default="auto",
+                   help="kernel: the ploop driver; portable: FUSE + loop device, read-only, "
+                        "stays mounted until `umount`; auto (default): kernel where the "
+                        "driver is loaded")
     p.add_argument("-m", "--mount-point", required=True)
     p.add_argument("dd")
 
@@ -288,6 +333,12 @@ def build_parser():
     p.add_argument("-n", "--name", default="root.hds", help="image file name (default root.hds)")
     p.add_argument("raw", help="raw disk file")
     p.add_argument("dir", help="directory for the image and DiskDescriptor.xml")
+
+    p = command("cleanup", cmd_cleanup,
+                "remove what killed processes left of read-only mounts (live ones stay)")
+    p.set_defaults(libploop=False)      # loaded only for a kernel mount left behind
+    p.add_argument("--json", action="store_true")
+    p.add_argument("dd", nargs="?", help="only the leftovers of this DiskDescriptor.xml")
     return parser
 
 
@@ -296,7 +347,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "umount" and bool(args.mount_point) == bool(args.dd):
         parser.error("umount takes -m DIR or a DiskDescriptor.xml")
+    if args.command == "mount":
+        from vz7native.mount import choose_backend
+
+        if choose_backend(args.backend) == "portable":
+            if not args.readonly:
+                parser.error("the portable backend mounts read-only: add -r "
+                             "(read-write needs the ploop kernel driver)")
+            if args.component:
+                parser.error("-c/--component names a ploop device: kernel backend only")
     from vz7native import image
+    from vz7native.mount import MountError
 
     # Commands that do not need libploop must work where it is absent.
     ploop = None
@@ -322,7 +383,7 @@ def main(argv=None):
             if isinstance(e, cls):
                 return code
         return 1
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MountError) as e:
         if args.debug:
             raise
         sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))

@@ -3,12 +3,14 @@
 ``write_tree(path, seed)`` fills an empty directory with what a backup must keep:
 regular, empty, sparse and large files, hard links (one across directories),
 symlinks (relative, absolute as the container sees them, to a directory,
-dangling), a FIFO, a socket, character and block devices, names that are not
-UTF-8, a 255-byte name and a UTF-8 name with a blank, user/trusted xattrs, a file
-capability, POSIX ACLs (access, and a default one on a directory),
-setuid/setgid/sticky modes, several owners, a directory 40 levels deep, one with
-300 entries, and a CentOS-7-like skeleton (``/etc``, ``/root``, ``/usr``,
-``/var/log``, ``/var/run`` -> ``../run``, ``/home``, ``/dev``, ``/tmp``).
+dangling; one owned by someone else), a FIFO, a socket, character and block
+devices, names that are not UTF-8, a 255-byte name, a UTF-8 name with a blank
+and names with control characters, user/trusted xattrs (one value holding every
+byte), a file capability, POSIX ACLs (access, and a default one on a
+directory), setuid/setgid/sticky modes and a file with none, several owners, a
+directory 100 levels deep, one with 300 entries, and a CentOS-7-like skeleton
+(``/etc``, ``/root``, ``/usr``, ``/var/log``, ``/var/run`` -> ``../run``,
+``/home``, ``/dev``, ``/tmp``).
 
 The same seed writes the same tree, down to the bytes, modes, owners, xattrs and
 times (everything dated ``OLD_MTIME``); the seed changes the hostname and a few
@@ -24,7 +26,9 @@ import subprocess
 
 NON_UTF8_DIR = b"caf\xe9-\xff\xfe"
 NON_UTF8_FILE = b"r\xe9sum\xe9\x80.txt"
-DEEP_LEVELS = 40
+# Valid UTF-8, but awkward for anything that splits lines or trims blanks.
+ODD_NAMES = (b"new\nline", b"tab\there", b" leading space")
+DEEP_LEVELS = 100
 MANY_ENTRIES = 300
 OLD_MTIME = 981173106  # 2001-02-03 04:05:06 UTC
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service
@@ -110,6 +114,7 @@ def write_tree(root, seed=0):
     os.symlink(b"libdemo.so.1.0", j(b"usr/lib64/libdemo.so.1"))
     os.symlink(b"../run", j(b"var/run"))
     os.symlink(b"/srv", j(b"home/user/srv"))
+    os.chown(j(b"srv/hostname"), 33, 33, follow_symlinks=False)
     # Device nodes, FIFO, socket.
     os.mknod(j(b"dev/null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     os.mknod(j(b"dev/sda1"), 0o660 | stat.S_IFBLK, os.makedev(8, 1))
@@ -121,13 +126,17 @@ def write_tree(root, seed=0):
     write_file(j(b"srv/setgid"), b"#!/bin/sh\n", mode=0o2750, gid=50)
     os.chmod(j(b"tmp"), 0o1777)
     os.chmod(j(b"root"), 0o550)
-    # Names that are not UTF-8, and a 255-byte name.
+    write_file(j(b"srv/locked"), b"no permissions at all\n", mode=0)
+    # Names that are not UTF-8, a 255-byte name, control characters.
     write_file(j(NON_UTF8_DIR, NON_UTF8_FILE), b"latin-1 name\n", uid=65534, gid=65534)
     write_file(j(b"srv", b"n" * 255), b"long name\n")
+    for name in ODD_NAMES:
+        write_file(j(b"srv", name), b"odd name\n")
     # xattrs: user, trusted, security.capability (set after chown: chown drops it), ACLs.
     write_file(j(b"srv/xattr"), b"attributes\n", uid=1000, gid=1000)
     os.setxattr(j(b"srv/xattr"), b"user.comment", b"hello \xff world")
     os.setxattr(j(b"srv/xattr"), b"user.empty", b"")
+    os.setxattr(j(b"srv/xattr"), b"user.binary", bytes(range(256)))
     os.setxattr(j(b"srv/xattr"), b"trusted.seed", b"%d" % seed)
     write_file(j(b"srv/ping"), b"\x7fELF", mode=0o755)
     os.setxattr(j(b"srv/ping"), b"security.capability", CAPABILITY)
