@@ -179,7 +179,8 @@ def walk(top, *, excludes=(), one_file_system=False, skip_balloon=False, on_erro
     ``top`` (``str``, ``bytes`` or path object) is made absolute with
     ``os.path.abspath``. If it is a symlink it is followed (like ``find -H``);
     nothing below it ever is. A ``top`` that is not a directory yields just
-    itself. Errors on ``top`` itself raise (``OSError``).
+    itself. If ``top`` cannot be opened or stat'ed, the walk raises that
+    ``OSError`` (a failure to list it goes to ``on_error`` like any other).
 
     ``order``: ``"post"`` (default) yields a directory after everything below it,
     so a restore can set directory times last; ``"pre"`` yields it before.
@@ -223,8 +224,9 @@ def walk(top, *, excludes=(), one_file_system=False, skip_balloon=False, on_erro
     The default (``None``) raises :class:`WalkError`, so nothing is ever lost
     silently: a backup passes a handler that records the problem and goes on.
 
-    Closing the generator early (``close()``, ``break`` and garbage collection)
-    releases every descriptor. Needs ``/proc`` (see the module docstring).
+    A walk left unfinished releases its descriptors when the generator is
+    closed (``close()``, ``contextlib.closing``) or garbage-collected. Needs
+    ``/proc`` (see the module docstring).
     """
     if order not in _ORDERS:
         raise ValueError("order must be one of %s, not %r" % (", ".join(map(repr, _ORDERS)), order))
