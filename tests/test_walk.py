@@ -330,6 +330,14 @@ def test_an_on_error_that_raises_stops_the_walk(tmp_path):
     assert caught.value.args == (t + b"/sub/c",)
 
 
+def run_script(script, *args):
+    """Run ``script`` in a fresh Python; the values it printed, one per line."""
+    proc = subprocess.run([sys.executable, "-c", script] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr
+    return [ast.literal_eval(line) for line in proc.stdout.splitlines()]
+
+
 UNPRIVILEGED_WALK = textwrap.dedent("""
     import os, sys
     from vz7native.walk import walk, WalkError
@@ -368,11 +376,7 @@ def test_unreadable_directories_are_reported_yielded_and_skipped(shared_tmp):
     make_tree(top, {"a": {"f": b""}, "locked": {"secret": b""}, "listable": {"g": b""}, "z": b""})
     os.chmod(os.path.join(top, "locked"), 0)
     os.chmod(os.path.join(top, "listable"), 0o444)  # may be listed, not searched
-    proc = subprocess.run([sys.executable, "-c", UNPRIVILEGED_WALK, top],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    assert proc.returncode == 0, proc.stderr
-
-    entries, errors, raised = [ast.literal_eval(line) for line in proc.stdout.splitlines()]
+    entries, errors, raised = run_script(UNPRIVILEGED_WALK, top)
     t = os.fsencode(top)
     assert entries == [(b"a/f", "file"), (b"a", "dir"), (b"listable", "dir"), (b"locked", "dir"),
                        (b"z", "file"), (b"", "dir")]
@@ -397,11 +401,7 @@ def test_running_out_of_descriptors_is_reported_and_the_walk_goes_on(tmp_path):
     deep = top / "a" / "/".join(["d"] * 40)
     deep.mkdir(parents=True)
     (top / "z").write_bytes(b"")
-    proc = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS_WALK, str(top), "24"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    assert proc.returncode == 0, proc.stderr
-
-    entries, errors = [ast.literal_eval(line) for line in proc.stdout.splitlines()]
+    entries, errors = run_script(OUT_OF_DESCRIPTORS_WALK, str(top), "24")
     assert len(errors) == 1
     failed, code = errors[0]
     assert code == errno.EMFILE
