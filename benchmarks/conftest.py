@@ -3,18 +3,25 @@
 Each benchmark records its median with ``measure(group, name, func)``; a module
 declares what it compares with ``GOALS``. At the end of the session the ratios
 (subject against baseline, measured in this same run) are printed with the goal
-each one has, so numbers from different machines are never mixed.
+each one has, so numbers from different machines are never mixed; findings that
+are no ratio (``note(text)``) follow them.
 """
 import pytest
 
 MEDIANS = {}
 GOALS = []
+NOTES = []
 
 
 def goal(group, subject, baseline, kind, target, text):
     """Declare ``subject`` at least ``target`` times faster than ``baseline``
     (kind "faster") or at most ``target`` times slower (kind "at_most")."""
     GOALS.append((group, subject, baseline, kind, target, text))
+
+
+def note(text):
+    """A line for the end-of-session summary."""
+    NOTES.append(text)
 
 
 @pytest.fixture
@@ -53,6 +60,7 @@ def pytest_terminal_summary(terminalreporter):
             shown = "%.2fx the time of %s (goal <= %.2fx)" % (ratio, baseline, target)
         lines.append("%s: %s %s: %s -- %s" % (group, subject, shown,
                                                "met" if met else "NOT met", text))
+    lines += NOTES
     if lines:
         terminalreporter.section("ratios (this run)")
         for line in lines:
