@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from fdsim.testing import make_director, plugin_line
+from vz7native.host.tree import CAPABILITY
 
 
 def make_tree(root):
@@ -113,6 +114,8 @@ def test_devices_owners_and_acls(tmp_path, tree):
     os.chown(os.path.join(tree, "a.txt"), 1234, 5678)
     os.lchown(os.path.join(tree, "d1", "sym"), 4321, 8765)
     subprocess.check_call(["setfacl", "-m", "u:1:r", os.path.join(tree, "a.txt")])
+    # A file capability survives only if it is set after the owner (chown drops it).
+    os.setxattr(os.path.join(tree, "a.txt"), "security.capability", CAPABILITY)
     director = make_director(tmp_path / "fdsim")
     director.backup(plugin_line("reference_tree", root=tree), fileset_options={"hardlinks": True})
     where = str(tmp_path / "restored")
@@ -123,6 +126,7 @@ def test_devices_owners_and_acls(tmp_path, tree):
         1234, 4321)
     assert (os.getxattr(where + tree + "/a.txt", "system.posix_acl_access")
             == os.getxattr(tree + "/a.txt", "system.posix_acl_access"))
+    assert os.getxattr(where + tree + "/a.txt", "security.capability") == CAPABILITY
     expected = snapshot(tree)
     del expected[b"K\xdcBLER.csv"]
     assert snapshot(where + tree) == expected

@@ -64,6 +64,7 @@ class TreePlugin(object):
         self.xattrs = None
         self.restored = {}
         self.acls = {}
+        self.pending_xattrs = []
         self.directories = []
 
     def parse_plugin_definition(self, text):
@@ -238,6 +239,7 @@ class TreePlugin(object):
     def end_restore_file(self):
         attrs, self.restored = self.restored, {}
         acls, self.acls = self.acls, {}
+        xattrs, self.pending_xattrs = self.pending_xattrs, []
         if not attrs or attrs["type"] == bareosfd.FT_LNKSAVED:
             return bareosfd.bRC_OK
         path = attrs["path"]
@@ -246,6 +248,8 @@ class TreePlugin(object):
             if not stat.S_ISLNK(attrs["mode"]):
                 os.chmod(path, stat.S_IMODE(attrs["mode"]))
         for name, value in acls.items():  # after chmod, which rewrites the ACL mask
+            os.setxattr(path, name, value, follow_symlinks=False)
+        for name, value in xattrs:  # after chown, which drops security.capability
             os.setxattr(path, name, value, follow_symlinks=False)
         if attrs["type"] == bareosfd.FT_DIREND:
             self.directories.append((path, attrs["times"]))  # after their contents
@@ -260,9 +264,13 @@ class TreePlugin(object):
         return bareosfd.bRC_OK
 
     def set_xattr(self, xattr):
-        os.setxattr(xattr.fname.encode("utf-8"), bytes(xattr.name).decode("utf-8"),
-                    bytes(xattr.value) if xattr.value is not None else b"",
-                    follow_symlinks=False)
+        # Applied in end_restore_file, after the owner: a chown drops security.capability.
+        value = bytes(xattr.value) if xattr.value is not None else b""
+        if self.restored:
+            self.pending_xattrs.append((bytes(xattr.name).decode("utf-8"), value))
+        else:  # an entry whose attributes are not ours to apply (CF_CORE restores)
+            os.setxattr(xattr.fname.encode("utf-8"), bytes(xattr.name).decode("utf-8"), value,
+                        follow_symlinks=False)
         return bareosfd.bRC_OK
 
     def end_restore_job(self):
