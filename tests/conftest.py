@@ -7,8 +7,11 @@ ploop kernel driver carry ``kernel_ploop``: they run only where
 ``/proc/vz/ploop_minor`` exists, and the summary says how many did not.
 """
 import os
+import subprocess
 
 import pytest
+
+from vz7native import procfs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 HAVE_PLOOP_DRIVER = os.path.exists("/proc/vz/ploop_minor")
@@ -20,6 +23,26 @@ def require(condition, reason):
         if IN_CI:
             pytest.fail("required in CI but cannot run: " + reason, pytrace=False)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def tmpfs_at(tmp_path):
+    """``tmpfs_at(name, source, options)`` mounts a tmpfs at ``<tmp_path>/<name>``
+    and returns that path (bytes); everything mounted so is unmounted after the test."""
+    mounted = []
+
+    def mount(name, source=b"vz7n-test", options=None):
+        path = os.path.join(os.fsencode(str(tmp_path)), name)
+        os.mkdir(path)
+        subprocess.check_call([b"mount", b"-t", b"tmpfs"] + ([b"-o", options] if options else [])
+                              + [source, path])
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        while procfs.mounts_at(path):
+            subprocess.call([b"umount", b"--lazy", path])
 
 
 def pytest_runtest_setup(item):

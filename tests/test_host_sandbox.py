@@ -7,8 +7,8 @@ import pytest
 
 from conftest import require
 from ct_tree import describe
-from vz7native import image
-from vz7native.host import RUNNING, STOPPED, procfs
+from vz7native import image, procfs
+from vz7native.host import RUNNING, STOPPED
 from vz7native.host.sandbox import DEFAULT_DISK_SIZE, Sandbox
 from vz7native.host.tree import DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, OLD_MTIME, write_tree
 

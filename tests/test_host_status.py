@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import require
+from vz7native import procfs
 from vz7native.host import (
     MOUNTED, RUNNING, STOPPED, SUSPENDED, TRANSITIONAL, Host, StatusError, find_blockers)
 from vz7native.host.sandbox import Sandbox
@@ -46,7 +47,9 @@ def test_a_running_container(box):
     seen = signals(status)
     assert seen["ve.state"] == "RUNNING"
     assert seen["freezer.state"] == "THAWED"
-    assert seen["root mount"].endswith(" on %s" % os.fsdecode(web.root))
+    top = procfs.mounts_at(web.root)[-1]
+    assert seen["root mount"] == "%s %s on %s" % (
+        top.fstype.decode("ascii"), os.fsdecode(top.source), os.fsdecode(web.root))
     assert seen["ploop device"] == "ploop12345 holds %s, running" % os.fsdecode(web.base_image)
     assert seen["vzctl lock"] == "no %s.lck" % web.ctid
     sources = {s.name: s.source for s in status.signals}

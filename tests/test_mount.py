@@ -18,7 +18,7 @@ import ct_tree
 from ct_tree import assert_same_tree
 from ploop_tools import snapshotted_image
 from test_cli import ok, run
-from vz7native import devices, image, mount, ploop
+from vz7native import devices, image, mount, ploop, procfs
 from vz7native.mount import state
 
 pytestmark = pytest.mark.root
@@ -131,7 +131,7 @@ def _ours(run_dir, work):
         found += ["fuse dir %s" % n for n in os.listdir(state.fuse_root(run_dir))]
     except FileNotFoundError:
         pass
-    found += ["mount %s (%s)" % (m.mount_point, m.fstype) for m in devices.mounts()
+    found += ["mount %s (%s)" % (m.mount_point, m.fstype) for m in procfs.mounts()
               if m.mount_point.startswith((run_dir, work))
               and m.fstype in (b"ext4", b"fuse.vz7native")]
     found += ["loop %s on %s" % (l.node, l.backing_file) for l in devices.loop_devices()
@@ -198,7 +198,7 @@ def test_kernel_backend_fails_with_device_error_and_leaves_no_record(v1, target,
     with pytest.raises(ploop.DeviceError):
         mount.mount_readonly(dd, target, guid=guid, backend="kernel")
     assert state.load_all(run_dir) == []
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
 
 
 @pytest.mark.kernel_ploop
@@ -211,7 +211,7 @@ def test_kernel_backend_mounts_the_snapshot_read_only(v1, trees, target, run_dir
         with pytest.raises(OSError) as raised:
             open(os.path.join(target, b"etc/hostname"), "r+b")
         assert raised.value.errno == errno.EROFS
-    assert state.load_all(run_dir) == [] and devices.mounts_at(target) == []
+    assert state.load_all(run_dir) == [] and procfs.mounts_at(target) == []
 
 
 @pytest.mark.kernel_ploop
@@ -221,11 +221,11 @@ def test_a_kernel_mount_left_by_a_killed_process_goes_with_the_next_mount(v1, ta
     proc, _ = _start_holder(dd, target, guid, backend="kernel")
     _kill_group(proc)
     old, = state.load_all(run_dir)
-    assert not old.is_live() and devices.mounts_at(target)
+    assert not old.is_live() and procfs.mounts_at(target)
     with mount.mount_readonly(dd, target, guid=guid, backend="kernel") as m:
         assert [r.id for r in state.load_all(run_dir)] != [old.id]
-        assert len(devices.mounts_at(target)) == 1 and os.listdir(m.target)
-    assert state.load_all(run_dir) == [] and devices.mounts_at(target) == []
+        assert len(procfs.mounts_at(target)) == 1 and os.listdir(m.target)
+    assert state.load_all(run_dir) == [] and procfs.mounts_at(target) == []
 
 
 # -- what a mount shows --------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_a_raw_base_goes_straight_to_a_loop_device(raw_image, target):
         loop = devices.loop_device(os.stat(m.device).st_rdev)
         assert loop.backing_file == os.path.realpath(image.read_descriptor(dd).images[guid].file)
         assert (loop.offset, loop.read_only, loop.autoclear) == (MiB, True, True)
-        entry, = devices.mounts_at(target)
+        entry, = procfs.mounts_at(target)
         assert entry.fstype == b"ext4"
         assert set(entry.options.split(b",")) >= {b"ro", b"nosuid", b"nodev", b"noexec"}
 
@@ -277,7 +277,7 @@ def test_a_delta_chain_is_served_through_fuse(v1, target, run_dir):
     with mount.mount_readonly(dd, target, backend="portable") as m:
         fuse_dir = os.fsencode(m.info["fuse_dir"])
         assert os.path.dirname(fuse_dir) == state.fuse_root(run_dir)
-        fuse_mount, = devices.mounts_at(fuse_dir)
+        fuse_mount, = procfs.mounts_at(fuse_dir)
         assert fuse_mount.fstype == b"fuse.vz7native"
         assert fuse_mount.source == b"vz7native:" + m.id.encode()
         assert fuse_mount.options.split(b",")[0] == b"ro"
@@ -364,7 +364,7 @@ def test_umount_is_idempotent_and_the_target_is_free_again(v1, target, run_dir):
     m.umount()
     assert not m.mounted
     m.umount()
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
     with mount.mount_readonly(dd, target, backend="portable") as again:
         assert os.listdir(again.target)
 
@@ -378,7 +378,7 @@ def test_umount_waits_for_a_busy_target_to_be_left(v1, target):
         m.umount()
     finally:
         squatter.wait()
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
 
 
 def test_sigterm_to_the_helper_takes_the_set_down(v1, target, run_dir):
@@ -386,7 +386,7 @@ def test_sigterm_to_the_helper_takes_the_set_down(v1, target, run_dir):
     m = mount.mount_readonly(dd, target, backend="portable")
     helper = _record(run_dir, m.id).helper
     os.kill(helper.pid, signal.SIGTERM)
-    _wait_until(lambda: not devices.mounts_at(target) and not state.load_all(run_dir),
+    _wait_until(lambda: not procfs.mounts_at(target) and not state.load_all(run_dir),
                 what="the helper's teardown")
     m.umount()
 
@@ -396,10 +396,10 @@ def test_a_killed_helper_is_cleaned_up_by_umount(v1, target, run_dir):
     m = mount.mount_readonly(dd, target, backend="portable")
     helper = _record(run_dir, m.id).helper
     os.kill(helper.pid, signal.SIGKILL)
-    _wait_until(lambda: not state.is_running(helper), what="the helper to die")
-    assert devices.mounts_at(target), "the mount outlived its helper"
+    _wait_until(lambda: not procfs.is_running(helper), what="the helper to die")
+    assert procfs.mounts_at(target), "the mount outlived its helper"
     m.umount()
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
 
 
 def test_kill_9_of_the_mounting_process_helper_takes_the_set_down(v1, target, run_dir,
@@ -426,7 +426,7 @@ def test_kill_9_of_mounter_and_helper_next_mount_removes_the_leftovers(v1, trees
     with mount.mount_readonly(dd, target, backend="portable") as m:
         assert [r.id for r in state.load_all(run_dir)] == [m.id]
         assert os.listdir(state.fuse_root(run_dir)) == [os.fsencode(m.id)]
-        entry, = devices.mounts_at(target)
+        entry, = procfs.mounts_at(target)
         assert entry.devnum == os.stat(m.device).st_rdev
         assert not os.path.exists(os.fsencode(held["info"]["fuse_dir"]))
         ours = [l for l in devices.loop_devices() if l.backing_file.startswith(run_dir)]
@@ -464,7 +464,7 @@ def test_cleanup_removes_a_set_whose_record_is_lost(v1, target, run_dir, work):
 
 def test_cleanup_removes_only_the_record_temporaries_of_dead_sets(run_dir):
     live = state.MountRecord(id="1111111111111111", backend="portable", target=b"/nowhere",
-                             owner=state.process_id(os.getpid()))
+                             owner=procfs.process_id(os.getpid()))
     with state.locked(run_dir):
         state.save(run_dir, live)
     temporaries = {i: state.record_path(run_dir, i) + b".tmp"
@@ -490,7 +490,7 @@ def test_cleanup_leaves_live_sets_and_other_peoples_loop_devices_alone(raw_image
     foreign = os.path.join(work, b"foreign")
     os.makedirs(foreign, exist_ok=True)
     subprocess.check_call([b"mount", b"-o", b"ro,loop,offset=%d" % MiB, base_file, foreign])
-    foreign_entry, = devices.mounts_at(foreign)
+    foreign_entry, = procfs.mounts_at(foreign)
     try:
         live = mount.mount_readonly(dd, target, guid=guid, backend="portable")
         other = target + b"-killed"
@@ -499,8 +499,8 @@ def test_cleanup_leaves_live_sets_and_other_peoples_loop_devices_alone(raw_image
         _kill_group(proc)
         report = mount.cleanup()
         assert [r["id"] for r in report] == [held["id"]]
-        assert devices.mounts_at(other) == []
-        assert devices.mounts_at(foreign) == [foreign_entry]
+        assert procfs.mounts_at(other) == []
+        assert procfs.mounts_at(foreign) == [foreign_entry]
         assert devices.loop_device(foreign_entry.devnum).backing_file == base_file
         assert [r.id for r in state.load_all(run_dir)] == [live.id]
         assert os.listdir(target)
@@ -527,7 +527,7 @@ def test_a_target_claimed_by_a_live_set_is_refused(v1, target, run_dir):
     # process, so it counts as live) already claims the target.
     dd, _ = v1
     claim = state.MountRecord(id="0123456789abcdef", backend="portable", dd=b"/elsewhere",
-                              target=target, owner=state.process_id(os.getpid()))
+                              target=target, owner=procfs.process_id(os.getpid()))
     state.save(run_dir, claim)
     try:
         with pytest.raises(mount.TargetBusyError, match="0123456789abcdef"):
@@ -551,7 +551,7 @@ def test_bad_arguments_fail_clearly_and_leave_nothing(v1, target, run_dir, chang
     with pytest.raises(error):
         mount.mount_readonly(**args)
     assert state.load_all(run_dir) == []
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
 
 
 # -- CLI -----------------------------------------------------------------------------------
@@ -559,13 +559,13 @@ def test_bad_arguments_fail_clearly_and_leave_nothing(v1, target, run_dir, chang
 def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
     dd, guid = v1
     out = ok("mount", "-r", "--backend", "portable", "-u", guid, "-m", target, dd)
-    entry, = devices.mounts_at(target)
+    entry, = procfs.mounts_at(target)
     assert out.strip() == devices.loop_device(entry.devnum).node.decode()
     record, = state.load_all(run_dir)
-    assert record.owner is None and state.is_running(record.helper)
+    assert record.owner is None and procfs.is_running(record.helper)
     assert_same_tree(trees["old"], target)
     ok("umount", "-m", target)
-    assert not state.is_running(record.helper)
+    assert not procfs.is_running(record.helper)
     assert _ours(run_dir, work) == []
 
 
@@ -592,7 +592,7 @@ def test_cli_portable_mount_needs_read_only_and_no_component(v1, target):
     assert rc == 38 and "add -r" in err
     rc, _, err = run("mount", "-r", "--backend", "portable", "-c", "backup", "-m", target, dd)
     assert rc == 38 and "kernel backend only" in err
-    assert devices.mounts_at(target) == []
+    assert procfs.mounts_at(target) == []
 
 
 def test_cli_mount_errors_name_the_problem(v1, target):

@@ -3,6 +3,7 @@
 Rooms: ``vz7native.ploop`` (libploop binding), ``vz7native.image`` (the ploop
 format in pure Python), ``vz7native.mount`` (read-only mounts), ``vz7native.walk``
 (a bytes-safe directory walker), ``vz7native.host`` (containers on a VZ7 host),
+``vz7native.procfs`` (mounts, processes and flocks as ``/proc`` shows them),
 ``vz7native.cli`` (the ``vz7ploop`` command).
 
 Importing this package imports nothing else: each room is loaded on demand, so

@@ -1,9 +1,9 @@
-"""Block devices and mounts of this host.
+"""Block devices of this host, and mounting filesystems on them.
 
 pyudev finds devices and reads their attributes (a loop device's backing file,
-offset and flags), ``/proc/self/mountinfo`` tells what is
-mounted where, and loop devices are attached and detached with the loop ioctls
-through :mod:`fcntl`.
+offset and flags); loop devices are attached and detached with the loop ioctls
+through :mod:`fcntl`; ``mount``/``umount`` (util-linux) mount and unmount. What
+is mounted where is :func:`vz7native.procfs.mounts`.
 
 pyudev is ctypes-based and costs about 250 KB per Bareos job that imports it
 (bareos-fd-contract.md §12.1): **only the mount helper process and the CLI
@@ -15,14 +15,12 @@ import collections
 import errno
 import fcntl
 import os
-import re
 import struct
 import subprocess
 import time
 
 import pyudev
 
-MOUNTINFO = b"/proc/self/mountinfo"
 LOOP_CONTROL = b"/dev/loop-control"
 
 # <linux/loop.h>
@@ -56,16 +54,6 @@ class DeviceError(Exception):
         self.errno = errno
 
 
-MountEntry = collections.namedtuple(
-    "MountEntry", "mount_id parent_id devnum root mount_point options fstype source")
-MountEntry.__doc__ = """One line of /proc/self/mountinfo.
-
-``devnum`` is the st_dev of the filesystem (``os.makedev(major, minor)``),
-``mount_point``, ``root`` and ``source`` are unescaped ``bytes``, ``options``
-the per-mount options (``b"ro,relatime"``), ``fstype`` e.g. ``b"ext4"`` or
-``b"fuse.vz7native"``.
-"""
-
 LoopDevice = collections.namedtuple(
     "LoopDevice", "node devnum backing_file offset size_limit read_only autoclear direct_io")
 LoopDevice.__doc__ = """An attached loop device, as the kernel describes it.
@@ -77,35 +65,6 @@ shows, ``bytes``), ``offset`` and ``size_limit`` (bytes; 0 = to the end),
 """
 
 # -- mounts --------------------------------------------------------------------
-
-_ESCAPE = re.compile(rb"\\([0-7]{3})")
-
-
-def _unescape(field):
-    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
-
-
-def mounts():
-    """Every mount of this mount namespace, in mount order (a list of MountEntry)."""
-    with open(MOUNTINFO, "rb") as f:
-        lines = f.read().splitlines()
-    entries = []
-    for line in lines:
-        fields = line.split(b" ")
-        sep = fields.index(b"-", 6)
-        major, minor = fields[2].split(b":")
-        entries.append(MountEntry(
-            int(fields[0]), int(fields[1]), os.makedev(int(major), int(minor)),
-            _unescape(fields[3]), _unescape(fields[4]), fields[5],
-            _unescape(fields[sep + 1]), _unescape(fields[sep + 2])))
-    return entries
-
-
-def mounts_at(path):
-    """The mounts stacked at ``path`` (resolved), bottom first."""
-    path = os.path.realpath(os.fsencode(path))
-    return [m for m in mounts() if m.mount_point == path]
-
 
 def mount(device, target, fstype, options):
     """``mount -t fstype -o options device target`` (util-linux)."""

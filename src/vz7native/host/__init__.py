@@ -16,10 +16,10 @@ restored container.
 Everything takes a host root (default ``/``): files VZ7 keeps (``/etc/vz``, the
 private areas, lock and log files) and the kernel files a sandbox has to stage
 (``/sys/fs/cgroup``, ``/sys/block``) are read under it; processes, flocks and mounts
-come from the real ``/proc`` (see ``procfs``). ``vz7native.host.sandbox`` builds such a
-root. Modules: ``conf`` (ve.conf), ``containers``, ``status`` (with the list of
-signals), ``locks``, ``pcompact``, ``blockers``, ``register``, ``rootfs`` (paths inside
-a root), ``procfs``, and for tests and the demo ``sandbox`` and ``tree``.
+come from the real ``/proc`` (:mod:`vz7native.procfs`). ``vz7native.host.sandbox``
+builds such a root. Modules: ``conf`` (ve.conf), ``containers``, ``status`` (with the
+list of signals), ``locks``, ``pcompact``, ``blockers``, ``register``, ``rootfs``
+(paths inside a root), and for tests and the demo ``sandbox`` and ``tree``.
 
 Nothing here imports ctypes-based modules (pyudev, FUSE, ``uuid`` on 3.6): the
 Bareos plugin imports it inside the file daemon.

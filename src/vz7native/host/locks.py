@@ -20,7 +20,7 @@ import fcntl
 import os
 import time
 
-from vz7native.host import procfs
+from vz7native import procfs
 from vz7native.host.errors import HostError, LockTimeout
 from vz7native.paths import show
 

@@ -21,7 +21,8 @@ The way out is to run pcompact under the backup's own lockfile (README).
 import os
 import re
 
-from vz7native.host import conf, procfs
+from vz7native import procfs
+from vz7native.host import conf
 from vz7native.host.errors import PcompactRunning
 from vz7native.host.status import vzctl_lock
 from vz7native.paths import show

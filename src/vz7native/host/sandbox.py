@@ -28,7 +28,8 @@ import random
 import shutil
 import subprocess
 
-from vz7native.host import Host, procfs, status
+from vz7native import procfs
+from vz7native.host import Host, status
 from vz7native.host.tree import write_tree
 from vz7native.image import make_ct_disk
 

@@ -41,7 +41,7 @@ ploop device and no dump.
 import collections
 import os
 
-from vz7native.host import procfs
+from vz7native import procfs
 from vz7native.host.errors import HostError, StatusError
 from vz7native.paths import show
 
@@ -102,11 +102,13 @@ def cgroup_dir(host, controller, mounts):
     """The real path of the cgroup v1 hierarchy of ``controller`` for this host
     (``mounts``: ``procfs.mounts()``)."""
     prefix = host.root.rstrip(b"/") + b"/"
+    name = controller.encode("ascii")
     for mount in mounts:
-        if (mount.fstype == "cgroup" and controller in mount.options.split(",")
+        # A v1 hierarchy names its controllers in the filesystem's options.
+        if (mount.fstype == b"cgroup" and name in mount.super_options.split(b",")
                 and (mount.mount_point + b"/").startswith(prefix)):
             return mount.mount_point
-    return host.real(b"/sys/fs/cgroup/" + controller.encode("ascii"))
+    return host.real(b"/sys/fs/cgroup/" + name)
 
 
 def vzctl_lock(host, ct):
@@ -141,7 +143,8 @@ def _root_mount(ct, signals, mounts):
         if mount.mount_point == target:
             found = mount  # the last one is on top
     signals.append(Signal("root mount", "/proc/self/mountinfo", "%s %s on %s" % (
-        found.fstype, show(found.source), show(target)) if found else "none on %s" % show(target)))
+        show(found.fstype), show(found.source), show(target))
+        if found else "none on %s" % show(target)))
     return found
 
 

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 
-from vz7native import devices, image
+from vz7native import devices, image, procfs
 from vz7native.mount import state, teardown
 
 EXT4_OPTIONS = "ro,noload,nosuid,nodev,noexec"
@@ -198,7 +198,7 @@ def _claim(base, record):
     with state.locked(base):
         teardown.remove_leftovers(base, dd=record.dd)
         teardown.remove_leftovers(base, target=record.target)
-        if devices.mounts_at(record.target):
+        if procfs.mounts_at(record.target):
             raise TargetBusy("%s is already a mount point" % os.fsdecode(record.target))
         # A live set may not have mounted yet: its record claims the target already.
         for other in state.load_all(base):
@@ -230,8 +230,8 @@ def serve(args):
     record = state.MountRecord(
         id=args.id, backend="portable", dd=state.canonical_dd(args.dd),
         guid=args.guid, target=os.path.realpath(os.fsencode(args.target)),
-        helper=state.process_id(os.getpid()),
-        owner=None if args.persistent else state.process_id(os.getppid()))
+        helper=procfs.process_id(os.getpid()),
+        owner=None if args.persistent else procfs.process_id(os.getppid()))
     try:
         _claim(base, record)
     except Exception as e:

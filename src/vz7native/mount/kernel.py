@@ -11,7 +11,7 @@ Runs in the file daemon: libploop through cffi, no ctypes.
 """
 import os
 
-from vz7native import ploop
+from vz7native import ploop, procfs
 from vz7native.mount import KERNEL_COMPONENT, ReadOnlyMount, state
 
 
@@ -42,7 +42,7 @@ def mount(dd_path, target, guid=None):
         record = state.MountRecord(
             id=state.new_id(), backend="kernel", dd=state.canonical_dd(disk.path),
             guid=guid or disk.top_guid, target=target,
-            owner=state.process_id(os.getpid()))
+            owner=procfs.process_id(os.getpid()))
         with state.locked(base):
             for old in state.load_all(base):
                 if old.backend == "kernel" and old.dd == record.dd and not old.is_live():

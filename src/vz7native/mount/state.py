@@ -8,23 +8,23 @@ normally a tmpfs, so records go with the mounts at a reboot; where it is not,
 a record that survives names processes that no longer run and is removed as a
 leftover whose parts are already gone.
 
-A record names the processes it depends on by pid *and* start time (field 22
-of ``/proc/<pid>/stat``), so a recycled pid is never taken for the original
-process. A set is *live* while its helper runs and, for a set tied to its
-owner (the plugin's process), while the owner runs too; otherwise it is a
+A record names the processes it depends on by pid *and* start time (a
+:class:`vz7native.procfs.ProcessId`), so a recycled pid is never taken for the
+original process. A set is *live* while its helper runs and, for a set tied to
+its owner (the plugin's process), while the owner runs too; otherwise it is a
 leftover.
 
 Pure Python, safe to import in the file daemon. Paths are bytes; in the JSON
 they are stored as latin-1 text, a byte-for-byte mapping that does not depend
 on the locale of the process that reads them back.
 """
-import collections
 import contextlib
 import fcntl
 import json
 import os
 
 from vz7native.paths import descriptor_path
+from vz7native.procfs import ProcessId, is_running
 
 RUN_DIR_ENV = "VZ7NATIVE_RUN_DIR"
 DEFAULT_RUN_DIR = b"/run/vz7native"
@@ -33,9 +33,6 @@ DEFAULT_RUN_DIR = b"/run/vz7native"
 FUSE_SUBTYPE = "vz7native"
 FUSE_TYPE = b"fuse." + FUSE_SUBTYPE.encode("ascii")
 DISK_NAME = b"disk"
-
-ProcessId = collections.namedtuple("ProcessId", "pid start_time")
-ProcessId.__doc__ = "A process, told apart from later ones with the same pid by its start time."
 
 _PATH_FIELDS = ("dd", "target", "fuse_dir", "backing_file", "loop")
 _FIELDS = ("id", "backend", "dd", "guid", "target", "helper", "owner", "fuse_dir",
@@ -68,25 +65,6 @@ def fuse_root(base):
 def fuse_dir(base, mount_id):
     """Where set ``mount_id`` serves its disk (the file is ``DISK_NAME`` inside)."""
     return os.path.join(fuse_root(base), os.fsencode(mount_id))
-
-
-def process_id(pid):
-    """ProcessId of the running process ``pid``, or None when there is none."""
-    try:
-        with open(b"/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":       # a zombie has finished its work
-        return None
-    return ProcessId(pid, int(fields[19]))
-
-
-def is_running(proc):
-    """True while the process ``proc`` (a ProcessId) is still the one recorded."""
-    return proc is not None and process_id(proc.pid) == proc
 
 
 class MountRecord(object):

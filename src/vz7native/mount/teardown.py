@@ -29,7 +29,7 @@ import os
 import signal
 import time
 
-from vz7native import devices
+from vz7native import devices, procfs
 from vz7native.mount import state
 
 # How long a busy filesystem gets before it is detached lazily, and how long a
@@ -51,18 +51,18 @@ def _our_loops(record):
     # A raw image may be on other loop devices too, even at the same offset
     # (and a device number we once had may have been given to someone else):
     # ours is the one mounted at our target.
-    at_target = {m.devnum for m in devices.mounts_at(record.target)} if record.target else set()
+    at_target = {m.devnum for m in procfs.mounts_at(record.target)} if record.target else set()
     return [loop for loop in loops if loop.offset == record.offset and loop.devnum in at_target]
 
 
 def _umount(entry, problems, grace):
     """Unmount ``entry`` (a MountEntry), waiting out a busy filesystem, then lazily."""
     def present():
-        return any(m.mount_id == entry.mount_id for m in devices.mounts())
+        return any(m.mount_id == entry.mount_id for m in procfs.mounts())
 
     deadline = time.monotonic() + grace
     while True:
-        top = devices.mounts_at(entry.mount_point)
+        top = procfs.mounts_at(entry.mount_point)
         if not top or top[-1].mount_id != entry.mount_id:
             if present():
                 problems.append("something else is mounted over %s: left in place"
@@ -95,7 +95,7 @@ def dismantle(record, umount_grace=UMOUNT_GRACE, release_grace=RELEASE_GRACE):
     problems = []
     loops = _our_loops(record)
     numbers = {loop.devnum for loop in loops}
-    for entry in reversed(devices.mounts()):
+    for entry in reversed(procfs.mounts()):
         if entry.devnum in numbers:
             _umount(entry, problems, umount_grace)
     for loop in loops:
@@ -107,7 +107,7 @@ def dismantle(record, umount_grace=UMOUNT_GRACE, release_grace=RELEASE_GRACE):
             except devices.DeviceError as e:
                 problems.append(str(e))
     if record.fuse_dir is not None:
-        for entry in reversed(devices.mounts_at(record.fuse_dir)):
+        for entry in reversed(procfs.mounts_at(record.fuse_dir)):
             if entry.fstype == state.FUSE_TYPE:
                 _umount(entry, problems, umount_grace)
         try:
@@ -123,11 +123,11 @@ def dismantle(record, umount_grace=UMOUNT_GRACE, release_grace=RELEASE_GRACE):
 def _stop(helper, patience):
     """Let a running helper finish for ``patience`` seconds, then SIGTERM, then SIGKILL."""
     for sig, wait in ((None, patience), (signal.SIGTERM, HELPER_GRACE), (signal.SIGKILL, 5.0)):
-        if sig is not None and state.is_running(helper):
+        if sig is not None and procfs.is_running(helper):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(helper.pid, sig)
         deadline = time.monotonic() + wait
-        while state.is_running(helper):
+        while procfs.is_running(helper):
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
@@ -136,7 +136,7 @@ def _stop(helper, patience):
 
 
 def _release(base, record):
-    if record.helper is not None and state.is_running(record.helper):
+    if record.helper is not None and procfs.is_running(record.helper):
         # Its owner died: it is taking the set down by itself.
         _stop(record.helper, HELPER_GRACE)
     if record.backend == "kernel":
@@ -181,7 +181,7 @@ def _remove_orphans(base, known_ids):
     """FUSE directories (and their loop devices and mounts) that no record names."""
     done = []
     root = state.fuse_root(base)
-    mounted = {m.mount_point for m in devices.mounts() if m.fstype == state.FUSE_TYPE}
+    mounted = {m.mount_point for m in procfs.mounts() if m.fstype == state.FUSE_TYPE}
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -226,7 +226,7 @@ def stop_live(base, target=None, dd=None):
         for record in state.load_all(base):
             if not _matches(record, dd, target, None) or record.backend != "portable":
                 continue
-            if record.helper is not None and state.is_running(record.helper):
+            if record.helper is not None and procfs.is_running(record.helper):
                 _stop(record.helper, 0.0)
             done.append((record, _release(base, record)))
     return done
