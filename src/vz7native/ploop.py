@@ -326,17 +326,22 @@ def _param_error(func, message, path=None):
     return error_for(lib.SYSEXIT_PARAM, func, message, path)
 
 
-class _Serialised(object):
-    """The process-wide libploop mutex as a context manager."""
+class _Mutex(object):
+    """The process-wide libploop mutex (or none) as a context manager."""
+
+    def __init__(self, serial):
+        self.serial = serial
 
     def __enter__(self):
-        lib.vz7n_serial_lock()
+        if self.serial:
+            lib.vz7n_serial_lock()
 
     def __exit__(self, *exc):
-        lib.vz7n_serial_unlock()
+        if self.serial:
+            lib.vz7n_serial_unlock()
 
 
-_serialised = _Serialised()
+_SERIALISED, _FREE = _Mutex(True), _Mutex(False)
 
 
 def _call(func, *args, **kw):
@@ -348,12 +353,7 @@ def _call(func, *args, **kw):
     path = kw.pop("path", None)
     ok = kw.pop("ok", (0,))
     fn = getattr(lib, func)
-    if kw.pop("serial", True):
-        with _serialised:
-            lib.vz7n_clear_last_error()
-            rc = fn(*args)
-            message = ffi.string(lib.ploop_get_last_error()) if rc not in ok else b""
-    else:
+    with _SERIALISED if kw.pop("serial", True) else _FREE:
         lib.vz7n_clear_last_error()
         rc = fn(*args)
         message = ffi.string(lib.ploop_get_last_error()) if rc not in ok else b""
@@ -416,7 +416,7 @@ def set_log_file(path, level=None):
     ``level`` is libploop's log level (0 quiet .. 4+ verbose; libploop's default 3).
     """
     buf = _path_buffer(path)
-    _call("ploop_set_log_file", buf, path=fspath(path), ok=(0,))
+    _call("ploop_set_log_file", buf, path=fspath(path))
     if level is not None:
         lib.ploop_set_log_level(int(level))
 
