@@ -1,6 +1,8 @@
 """vz7native.ploop against the real libploop (no mock): images, snapshots, errors."""
 import os
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -407,3 +409,20 @@ def test_kernel_temporary_snapshot(ext4_disk, tmp_path):
             assert not (snap / "after").exists()
             assert any(s.guid == t.guid for s in ext4_disk.snapshots)
         assert [s.guid for s in ext4_disk.snapshots] == [ploop.TOP_GUID]
+
+
+def test_log_file_gets_libploop_messages(tmp_path):
+    # Process-wide in libploop: checked in a child so this process keeps its settings.
+    log = tmp_path / "ploop.log"
+    code = ("import sys; from vz7native import ploop\n"
+            "ploop.set_log_file(sys.argv[1], level=4)\n"
+            "d = ploop.Disk.open(ploop.create_image(sys.argv[2], 16 << 20))\n"
+            "try:\n"
+            "    d.delete_snapshot('{%s}')\n" % G1.strip("{}") +
+            "except ploop.NoSnapshotError:\n"
+            "    pass\n")
+    subprocess.check_call([sys.executable, "-c", code, str(log), str(tmp_path / "root.hds")])
+    text = log.read_text()
+    assert "Can't find snapshot by uuid %s" % G1 in text
+    with pytest.raises(ploop.PloopError, match="Can't open"):
+        ploop.set_log_file(str(tmp_path / "missing" / "x.log"))  # and nothing changes
