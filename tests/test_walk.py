@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -670,6 +671,53 @@ def test_one_file_system_stops_at_a_mount_point(tmpfs_inside):
     assert sorted(relpaths(one_fs)) == [b"", b"a", b"d", b"d/b", b"mnt"]
     mount_point = [e for e in one_fs if e.relpath == b"mnt"][0]
     assert mount_point.stat.st_dev != one_fs[-1].stat.st_dev
+
+
+INTERPRETER_JOB = r"""
+import sys
+from vz7native import walk
+walk._CORE = getattr(walk, {core!r})
+top = {top!r}
+entries = list(walk.walk(top, sort=True, skip_balloon=True))
+with open(top + "/result", "w") as f:
+    f.write("%d %s %s %s" % (len(entries), entries[0].relpath, entries[-1].relpath == b"",
+                             "ctypes" in sys.modules))
+"""
+
+
+def test_walks_in_concurrent_sub_interpreters(tmp_path, core):
+    # As Bareos runs jobs: a fresh sub-interpreter per job, several at once.
+    interpreters = pytest.importorskip(
+        "_xxsubinterpreters", reason="this Python offers no sub-interpreters")
+    tops = []
+    for n in range(6):
+        top = tmp_path / ("job%d" % n)
+        make_tree(str(top), {"d0": {}, "d1": {"f": b""}})
+        for j in range(260 + n):  # more than one batch
+            os.mknod(str(top / "d0" / ("f%03d" % j)), 0o644 | stat.S_IFREG)
+        tops.append(str(top))
+    failures = []
+
+    def job(top):
+        iid = interpreters.create()
+        try:
+            interpreters.run_string(iid, INTERPRETER_JOB.format(core=CORES[core].__name__,
+                                                                top=top))
+        except Exception as e:
+            failures.append("%s: %s" % (top, e))
+        finally:
+            interpreters.destroy(iid)
+
+    for round_ in range(2):
+        threads = [threading.Thread(target=job, args=(top,)) for top in tops[round_::2]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+    for n, top in enumerate(tops):
+        with open(os.path.join(top, "result")) as f:
+            assert f.read() == "%d b'd0/f000' True False" % (264 + n), top
 
 
 @pytest.fixture(scope="module")
