@@ -365,7 +365,6 @@ struct vz7w_batch {
     int64_t stats[%(stat_words)d];
     char names[%(names_size)d];
     unsigned char is_dir[%(batch)d];
-    int count;
     int nstats;
     int names_len;
     int error;

@@ -19,7 +19,8 @@ What it promises:
   descriptor: no path is resolved twice, no symlink is followed, and paths
   longer than ``PATH_MAX`` work. An entry whose type the filesystem does not
   report, or that turned into a directory since it was listed, is told apart
-  by that ``lstat`` (and entered like any directory).
+  by that ``lstat`` (and entered like any directory; the pure-Python core
+  stats an entry of unknown type once more).
 * Entries are stat'ed in batches of up to 256, as the walk reaches them; a
   batch never reaches past a subdirectory, so an entry's stat is never older
   than the walk of the directories listed before it.
@@ -37,10 +38,12 @@ Python; listing a directory and stat'ing names is a *core*'s job. The native
 core (``vz7native._walk``) lists with ``getdents64`` on the open directory's
 descriptor and stats with ``fstatat``, a batch of entries per call, and hands
 back packed records from which Python builds the very ``os.stat_result`` that
-``os.lstat`` gives: that halves the time per entry, most of which was
-``os.lstat``'s own. At import the records are checked against ``os.lstat`` on
-this Python; on a Python whose ``os.stat_result`` they do not fit, the
-pure-Python core takes over: ``os.scandir`` + ``os.lstat(name, dir_fd=)``.
+``os.lstat`` gives. On a tree in the page cache the kernel's own work is then
+about three quarters of a walk's time, against under two thirds with
+``os.lstat`` (perf, Python 3.11; timings in docs/benchmarks.md).
+At import the records are checked against ``os.lstat`` on this Python; on a
+Python whose ``os.stat_result`` they do not fit, the pure-Python core takes
+over: ``os.scandir`` + ``os.lstat(name, dir_fd=)``.
 It lists through ``/proc/self/fd/N`` of the open directory descriptor: the one
 way to list a directory by descriptor, with ``bytes`` names and ``d_type``,
 that Python 3.6 (whose ``os.scandir`` takes no descriptor) and later versions
