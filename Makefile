@@ -43,4 +43,5 @@ bench: $(VENV)/py311/.ready
 	$(PY311) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/vz7native/_ploop*.so src/vz7native/_ploop.c
+	rm -rf $(VENV) build src/*.egg-info src/vz7native/_ploop*.so src/vz7native/_ploop.c \
+		src/vz7native/_walk*.so src/vz7native/_walk.c

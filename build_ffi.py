@@ -1,13 +1,19 @@
-"""cffi builder for ``vz7native._ploop`` (API mode, out of line).
+"""cffi builders (API mode, out of line) for ``vz7native._ploop`` and ``vz7native._walk``.
 
-The module is compiled against the installed ``<ploop/libploop.h>``: Debian's
+``make_ffibuilder`` builds ``vz7native._ploop``, the libploop binding. It is
+compiled against the installed ``<ploop/libploop.h>``: Debian's
 libploop 1.15 (``libploop-dev``) or Virtuozzo 7's libploop 7.0.x (``ploop-devel``).
 Structs are declared partially (``...;``) so the compiler supplies the real
 layout, and constants come from the header. What exists in one version only is
 reached through small C shims whose bodies are chosen by macros set after
 reading the header here.
 
-Run by setuptools (``cffi_modules``) or directly: ``python build_ffi.py``.
+``make_walk_ffibuilder`` builds ``vz7native._walk``, the directory walker's
+core (getdents64 + fstatat). It neither includes the libploop header nor links
+libploop, so the walker works on a host without them.
+
+Both are functions, called by setuptools (``cffi_modules``) or directly
+(``python build_ffi.py``): building one never needs what only the other needs.
 """
 import os
 import re
@@ -339,7 +345,286 @@ def make_ffibuilder():
     return ffibuilder
 
 
-ffibuilder = make_ffibuilder()
+WALK_BATCH = 256
+WALK_NAMES_SIZE = 65536
+WALK_DIRBUF_SIZE = 32768
+WALK_STAT_FIELDS = 19
+
+WALK_CDEF_TEMPLATE = r"""
+#define VZ7W_BATCH ...
+#define VZ7W_STAT_FIELDS ...
+#define VZ7W_MORE ...
+#define VZ7W_DONE ...
+#define VZ7W_DIR ...
+#define VZ7W_FAILED ...
+#define VZ7W_UNLISTABLE ...
+#define VZ7W_SLOW ...
+
+struct vz7w_dir { int fd; ...; };
+struct vz7w_batch {
+    int64_t stats[%(stat_words)d];
+    char names[%(names_size)d];
+    unsigned char is_dir[%(batch)d];
+    int nstats;
+    int names_len;
+    int error;
+    ...;
+};
+
+static const char *const VZ7N_PACKAGE_VERSION;
+
+void vz7w_dir_init(struct vz7w_dir *dir, int fd);
+int vz7w_list(struct vz7w_dir *dir, struct vz7w_batch *batch);
+int vz7w_list_stat(struct vz7w_dir *dir, struct vz7w_batch *batch);
+int vz7w_stat(int dir_fd, const char *names, int count, struct vz7w_batch *batch);
+"""
+
+WALK_SOURCE_TEMPLATE = r"""
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static const char *const VZ7N_PACKAGE_VERSION = "%(package_version)s";
+
+#define VZ7W_BATCH %(batch)d
+#define VZ7W_NAMES_SIZE %(names_size)d
+#define VZ7W_DIRBUF_SIZE %(dirbuf_size)d
+#define VZ7W_STAT_FIELDS %(stat_fields)d
+
+/* Why a batch ended; the names and stats before it are valid in every case.
+ * MORE: call again. DONE: the directory (or the names given) is finished.
+ * DIR: the last name is a directory, not stat'ed: the walker opens it.
+ * FAILED: the last name could not be stat'ed (error). UNLISTABLE: reading the
+ * directory failed (error); it is finished. SLOW: the last name's times do
+ * not fit in int64 nanoseconds (beyond the years 1677..2262): Python stats it. */
+#define VZ7W_MORE 0
+#define VZ7W_DONE 1
+#define VZ7W_DIR 2
+#define VZ7W_FAILED 3
+#define VZ7W_UNLISTABLE 4
+#define VZ7W_SLOW 5
+#define VZ7W_STATED (-1)
+
+/* The kernel's record; glibc before 2.30 (CentOS 7 has 2.17) has no getdents64(). */
+struct vz7w_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+/* One directory being listed: its descriptor (owned by the walker) and what
+ * the last getdents64 returned. Allocated by Python, one per level. */
+struct vz7w_dir {
+    int fd;
+    int pos;
+    int end;
+    int done;
+    uint64_t buf[VZ7W_DIRBUF_SIZE / 8];  /* getdents64 records are 8-byte aligned */
+};
+
+/* One batch of results, reused for every call of a walk. stats holds one
+ * os.stat_result layout per stat'ed name (see vz7w_fill); names holds the
+ * names listed, each NUL-terminated, and is_dir whether each is a directory
+ * by d_type (vz7w_list only). */
+struct vz7w_batch {
+    int64_t stats[VZ7W_BATCH * VZ7W_STAT_FIELDS];
+    char names[VZ7W_NAMES_SIZE];
+    unsigned char is_dir[VZ7W_BATCH];
+    int count;
+    int nstats;
+    int names_len;
+    int error;
+};
+
+void vz7w_dir_init(struct vz7w_dir *dir, int fd)
+{
+    dir->fd = fd;
+    dir->pos = 0;
+    dir->end = 0;
+    dir->done = 0;
+}
+
+/* sec * 1000000000 + nsec fits in int64_t. */
+static int vz7w_ns_fit(time_t sec)
+{
+    return sec >= -9223372036LL && sec <= 9223372035LL;
+}
+
+static void vz7w_times(int64_t *record, int index, const struct timespec *t)
+{
+    /* As CPython computes st_atime & co.: double(sec) + nsec * 1e-9, in two
+     * roundings (built with -ffp-contract=off: no fused multiply-add). */
+    double seconds = (double)t->tv_sec + (double)t->tv_nsec * 1e-9;
+    record[7 + index] = (int64_t)t->tv_sec;
+    memcpy(&record[10 + index], &seconds, sizeof(seconds));
+    record[13 + index] = (int64_t)t->tv_sec * 1000000000LL + (int64_t)t->tv_nsec;
+}
+
+/* The 19 fields of os.stat_result on Linux, in its order, with the values
+ * CPython's stat() gives them (uid and gid (uid_t)-1 as -1; st_ino unsigned,
+ * the Python side reads that one field as uint64). */
+static int vz7w_fill(int64_t *record, const struct stat *st)
+{
+    if (!vz7w_ns_fit(st->st_atim.tv_sec) || !vz7w_ns_fit(st->st_mtim.tv_sec)
+            || !vz7w_ns_fit(st->st_ctim.tv_sec))
+        return VZ7W_SLOW;
+    record[0] = (int64_t)st->st_mode;
+    record[1] = (int64_t)st->st_ino;
+    record[2] = (int64_t)st->st_dev;
+    record[3] = (int64_t)st->st_nlink;
+    record[4] = st->st_uid == (uid_t)-1 ? -1 : (int64_t)st->st_uid;
+    record[5] = st->st_gid == (gid_t)-1 ? -1 : (int64_t)st->st_gid;
+    record[6] = (int64_t)st->st_size;
+    vz7w_times(record, 0, &st->st_atim);
+    vz7w_times(record, 1, &st->st_mtim);
+    vz7w_times(record, 2, &st->st_ctim);
+    record[16] = (int64_t)st->st_blksize;
+    record[17] = (int64_t)st->st_blocks;
+    record[18] = (int64_t)st->st_rdev;
+    return VZ7W_STATED;
+}
+
+/* lstat name relative to dir_fd into the batch's next record. */
+static int vz7w_stat_one(int dir_fd, const char *name, struct vz7w_batch *batch)
+{
+    struct stat st;
+    int rc;
+
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        batch->error = errno;
+        return VZ7W_FAILED;
+    }
+    if (S_ISDIR(st.st_mode))
+        return VZ7W_DIR;
+    rc = vz7w_fill(&batch->stats[batch->nstats * VZ7W_STAT_FIELDS], &st);
+    if (rc == VZ7W_STATED)
+        batch->nstats++;
+    return rc;
+}
+
+/* The next entry of dir other than . and .., reading on with getdents64 when
+ * the buffer is used up: 1 with *entry set (not consumed), 0 at the end,
+ * -errno if reading failed (the directory is then finished). */
+static int vz7w_next(struct vz7w_dir *dir, struct vz7w_dirent64 **entry)
+{
+    long n;
+
+    for (;;) {
+        while (dir->pos < dir->end) {
+            struct vz7w_dirent64 *e = (struct vz7w_dirent64 *)((char *)dir->buf + dir->pos);
+            const char *name = e->d_name;
+            if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) {
+                *entry = e;
+                return 1;
+            }
+            dir->pos += e->d_reclen;
+        }
+        if (dir->done)
+            return 0;
+        n = syscall(SYS_getdents64, dir->fd, dir->buf, sizeof(dir->buf));
+        if (n <= 0) {
+            int err = errno;
+            dir->done = 1;
+            return n < 0 ? -err : 0;
+        }
+        dir->pos = 0;
+        dir->end = (int)n;
+    }
+}
+
+/* List the next entries of dir into batch; with_stat: also lstat each one
+ * that is not a directory by d_type, stopping at the first directory. */
+static int vz7w_read(struct vz7w_dir *dir, struct vz7w_batch *batch, int with_stat)
+{
+    struct vz7w_dirent64 *e = NULL;
+    char *name;
+    size_t size;
+    int rc;
+
+    batch->count = batch->nstats = batch->names_len = batch->error = 0;
+    while (batch->count < VZ7W_BATCH) {
+        rc = vz7w_next(dir, &e);
+        if (rc == 0)
+            return VZ7W_DONE;
+        if (rc < 0) {
+            batch->error = -rc;
+            return VZ7W_UNLISTABLE;
+        }
+        size = strlen(e->d_name) + 1;
+        /* Never true for the first name: names holds more than a whole dirent buffer. */
+        if (size > (size_t)(VZ7W_NAMES_SIZE - batch->names_len))
+            return VZ7W_MORE;
+        name = batch->names + batch->names_len;
+        memcpy(name, e->d_name, size);
+        batch->names_len += (int)size;
+        dir->pos += e->d_reclen;
+        if (!with_stat) {
+            batch->is_dir[batch->count++] = e->d_type == DT_DIR;
+            continue;
+        }
+        batch->count++;
+        if (e->d_type == DT_DIR)
+            return VZ7W_DIR;
+        rc = vz7w_stat_one(dir->fd, name, batch);
+        if (rc != VZ7W_STATED)
+            return rc;
+    }
+    return VZ7W_MORE;
+}
+
+int vz7w_list(struct vz7w_dir *dir, struct vz7w_batch *batch)
+{
+    return vz7w_read(dir, batch, 0);
+}
+
+int vz7w_list_stat(struct vz7w_dir *dir, struct vz7w_batch *batch)
+{
+    return vz7w_read(dir, batch, 1);
+}
+
+/* lstat count names (each NUL-terminated, back to back) relative to dir_fd,
+ * stopping at the first that is a directory or fails, and after VZ7W_BATCH. */
+int vz7w_stat(int dir_fd, const char *names, int count, struct vz7w_batch *batch)
+{
+    int i, rc, limit = count < VZ7W_BATCH ? count : VZ7W_BATCH;
+
+    batch->nstats = batch->error = 0;
+    for (i = 0; i < limit; i++) {
+        rc = vz7w_stat_one(dir_fd, names, batch);
+        if (rc != VZ7W_STATED)
+            return rc;
+        names += strlen(names) + 1;
+    }
+    return limit == count ? VZ7W_DONE : VZ7W_MORE;
+}
+"""
+
+
+def make_walk_ffibuilder():
+    """The builder of ``vz7native._walk``: libc only, no libploop."""
+    sizes = {"batch": WALK_BATCH, "names_size": WALK_NAMES_SIZE,
+             "dirbuf_size": WALK_DIRBUF_SIZE, "stat_fields": WALK_STAT_FIELDS,
+             "stat_words": WALK_BATCH * WALK_STAT_FIELDS}
+    ffibuilder = FFI()
+    ffibuilder.cdef(WALK_CDEF_TEMPLATE % sizes)
+    ffibuilder.set_source(
+        "vz7native._walk",
+        WALK_SOURCE_TEMPLATE % dict(sizes, package_version=_c_string(_package_version())),
+        py_limited_api=False,
+        # st_atime & co. must round exactly as CPython's own conversion does.
+        extra_compile_args=["-ffp-contract=off"],
+    )
+    return ffibuilder
+
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, "src"), verbose=True)
+    for make in (make_ffibuilder, make_walk_ffibuilder):
+        make().compile(tmpdir=os.path.join(HERE, "src"), verbose=True)

@@ -17,7 +17,7 @@ setup(
     packages=find_packages("src"),
     setup_requires=["cffi>=1.12"],
     install_requires=["cffi>=1.12", "pyudev", "mfusepy"],
-    cffi_modules=["build_ffi.py:ffibuilder"],
+    cffi_modules=["build_ffi.py:make_ffibuilder", "build_ffi.py:make_walk_ffibuilder"],
     entry_points={"console_scripts": ["vz7ploop = vz7native.cli:main"]},
     zip_safe=False,
 )

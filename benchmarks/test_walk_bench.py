@@ -5,7 +5,12 @@ Contenders, all in one run on the same generated tree (warm cache):
 
 * ``seed_enumeration``: what the seed plugin does per backup (os.walk with str
   paths into a deque, then lstat + islink + isdir per path);
-* ``walker``: ``vz7native.walk.walk`` consumed entry by entry (post-order);
+* ``walker``: ``vz7native.walk.walk`` consumed entry by entry (post-order),
+  with its native core (getdents64 + fstatat in C, os.stat_result built from
+  packed records);
+* ``walker_python_core``: the same walk with the pure-Python core
+  (os.scandir + os.lstat) it falls back to on a Python the native records do
+  not fit;
 * ``find_printf``: ``find DIR -printf '%s %T@\\n' > /dev/null`` (C, one lstat
   per entry);
 * ``bare_scandir_loop``: the least a Python scandir walker does, for reference.
@@ -36,6 +41,7 @@ import textwrap
 import pytest
 
 from conftest import goal, note
+from vz7native import walk as walkmod
 from vz7native.walk import walk
 
 TREE_ROOT = os.environ.get("VZ7N_BENCH_TREES", "/tmp/vz7native-bench")
@@ -137,6 +143,14 @@ def walker(top):
     return count
 
 
+def walker_python_core(top):
+    native, walkmod._CORE = walkmod._CORE, walkmod._PythonCore
+    try:
+        return walker(top)
+    finally:
+        walkmod._CORE = native
+
+
 def find_printf(top):
     subprocess.run(["find", top, "-printf", "%s %T@\\n"], stdout=subprocess.DEVNULL, check=True)
 
@@ -148,7 +162,7 @@ def cpu_seconds():
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-CONTENDERS = (seed_enumeration, walker, find_printf, bare_scandir_loop)
+CONTENDERS = (seed_enumeration, walker, walker_python_core, find_printf, bare_scandir_loop)
 goal("walk 200k", "walker", "seed_enumeration", "faster", 3.0, "the seed plugin's enumeration")
 goal("walk 200k", "walker", "find_printf", "at_most", 1.15, "find -printf, one lstat per entry")
 for _tree in ("200k", "218k-small-dirs"):

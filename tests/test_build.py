@@ -1,12 +1,14 @@
-"""The compiled binding: what it records about its build, and the version guard."""
+"""The compiled modules (the libploop binding and the walker's core): what they
+record about their build, the version guard, what each needs."""
 import os
+import struct
 import subprocess
 import sys
 
 import pytest
 
 import vz7native
-from vz7native import ploop
+from vz7native import ploop, walk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +36,8 @@ def test_every_sysexit_code_of_the_header_is_mapped():
     assert type(ploop.error_for(-1, "f")) is ploop.PloopError
 
 
-def test_import_refuses_a_module_built_for_another_version(tmp_path):
+@pytest.mark.parametrize("module", ["vz7native.ploop", "vz7native.walk"])
+def test_import_refuses_a_module_built_for_another_version(tmp_path, module):
     # A copy of the package whose __version__ differs from the compiled module's.
     pkg = tmp_path / "vz7native"
     pkg.mkdir()
@@ -46,12 +49,51 @@ def test_import_refuses_a_module_built_for_another_version(tmp_path):
                 data = data.replace(b'__version__ = "', b'__version__ = "999.')
             (pkg / name).write_bytes(data)
     proc = subprocess.run(
-        [sys.executable, "-c", "import vz7native.ploop"],
+        [sys.executable, "-c", "import " + module],
         cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=str(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr
     assert "built for vz7native %s" % vz7native.__version__ in proc.stderr
+    assert "vz7native._%s was built" % module.split(".")[1] in proc.stderr
+
+
+def run_python(code, *args):
+    proc = subprocess.run([sys.executable, "-c", code] + list(args), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_the_walker_needs_neither_libploop_nor_its_header(tmp_path):
+    # Its builder works where the libploop header is missing...
+    code = ("import build_ffi, sys; build_ffi._include_dirs = lambda: [sys.argv[1]]; "
+            "build_ffi.make_walk_ffibuilder()\n"
+            "try:\n    build_ffi.make_ffibuilder()\nexcept SystemExit:\n    print('no-header')")
+    assert run_python(code, str(tmp_path)) == ["no-header"]
+    # ...and walking loads neither libploop nor its binding.
+    code = ("import sys; from vz7native.walk import walk; n = len(list(walk(sys.argv[1])))\n"
+            "print(n, 'vz7native._ploop' in sys.modules,"
+            " any('libploop' in line for line in open('/proc/self/maps')))")
+    (tmp_path / "f").write_bytes(b"")
+    assert run_python(code, str(tmp_path)) == ["2", "False", "False"]
+
+
+def test_the_walker_uses_its_native_core_where_the_records_fit(monkeypatch):
+    # On the Pythons this package supports, the import-time check passes.
+    assert run_python("from vz7native import walk; print(walk._CORE.__name__)") == ["_NativeCore"]
+    assert walk._native_core_fits()
+    # Fields in other places (st_atime and st_mtime swapped), another record
+    # size, or integers where C wrote floats: the pure-Python core would take over.
+    fields = list(walk._STAT_FIELDS)
+    fields[10], fields[11] = fields[11], fields[10]
+    monkeypatch.setattr(walk, "_STAT_FIELDS", tuple(fields))
+    assert not walk._native_core_fits()
+    monkeypatch.undo()
+    monkeypatch.setattr(walk, "_RECORD", struct.Struct("=qQ8q3d5q"))
+    assert not walk._native_core_fits()
+    monkeypatch.setattr(walk, "_RECORD", struct.Struct("=qQ8q3q6q"))
+    assert not walk._native_core_fits()
 
 
 def test_build_fails_clearly_without_the_header(tmp_path):

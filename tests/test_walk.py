@@ -1,5 +1,9 @@
 """vz7native.walk on real trees: every kind of entry, deep and wide trees, names
-that are not UTF-8, entries that vanish or cannot be read, excludes, mounts."""
+that are not UTF-8, entries that vanish or cannot be read, excludes, mounts.
+
+Every test runs with both cores: the native one (getdents64 + fstatat in C) and
+the pure-Python one the walker falls back to on a Python whose os.stat_result
+the native records do not fit."""
 import ast
 import errno
 import os
@@ -9,13 +13,25 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 
 import pytest
 
 import ct_tree
+import fuse_tree
 from conftest import require
 from vz7native import walk as walkmod
 from vz7native.walk import WalkError, walk
+
+CORES = {"native": walkmod._NativeCore, "python": walkmod._PythonCore}
+
+
+@pytest.fixture(autouse=True, params=sorted(CORES))
+def core(request, monkeypatch):
+    """The name of the core every walk of the test runs with."""
+    monkeypatch.setattr(walkmod, "_CORE", CORES[request.param])
+    return request.param
 
 
 def collect(top, **options):
@@ -96,6 +112,59 @@ def test_a_container_tree_every_entry_once_with_its_own_lstat(tmp_path):
     assert [sorted(g) for g in groups.values()] == [
         described[b"var/lib/data"]["links"]]
     assert [e.type for e in entries if e.relpath == b"link-to-dir"] == [walkmod.SYMLINK]
+
+
+def all_stat_values(st):
+    """Every field of an os.stat_result (== compares only the first ten)."""
+    return tuple(st[:10]) + tuple(getattr(st, name) for name in (
+        "st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
+        "st_blksize", "st_blocks", "st_rdev"))
+
+
+@pytest.mark.root
+def test_every_stat_field_is_what_os_lstat_gives(tmp_path):
+    # The native core builds os.stat_result from C's records: every field must
+    # equal os.lstat's, floats to the last bit, at the edges too.
+    top = tmp_path / "ct"
+    top.mkdir()
+    ct_tree.build_tree(str(top))
+    t = os.fsencode(str(top))
+    with open(t + b"/sparse-5g", "wb") as f:
+        f.truncate(5 << 30)
+        f.seek(3 << 30)
+        f.write(b"data")
+    os.mknod(t + b"/big-dev", stat.S_IFBLK | 0o600, os.makedev(4095, 1048575))
+    os.mknod(t + b"/char-dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    os.symlink(b"sparse-5g", t + b"/link")
+    times = {
+        b"ns": (1234567890123456789, 1700000000999999999),
+        b"before-1970": (-1, -123456789012),           # -1 s; 1966, with nanoseconds
+        b"after-2262": (10 ** 19, 16 * 10 ** 18 + 1),  # beyond int64 nanoseconds: CPython's own
+        b"round-half": (1500000000500000000, 1099511627775999999),
+        b"epoch": (3, 1000000007),  # where nsec * 1e-9 and nsec / 1e9 differ
+    }
+    for name, (atime_ns, mtime_ns) in times.items():
+        open(t + b"/" + name, "wb").close()
+        os.utime(t + b"/" + name, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+    os.chown(t + b"/ns", 4294967294, 4294967294)
+    assert os.lstat(t + b"/after-2262").st_atime_ns == 10 ** 19
+    # Listing a directory or resolving a symlink updates its atime once
+    # (relatime): settle them before the walk that is compared.
+    want = reference(top)
+    collect(top)
+
+    entries, errors = collect(top)
+
+    assert errors == []
+    assert sorted(relpaths(entries)) == sorted(want)
+    for e in entries:
+        assert all_stat_values(e.stat) == all_stat_values(os.lstat(e.path)), e
+        assert type(e.stat) is os.stat_result
+    found = {e.relpath: e.stat for e in entries}
+    assert found[b"sparse-5g"].st_size == 5 << 30
+    assert found[b"big-dev"].st_rdev == os.makedev(4095, 1048575)
+    assert found[b"ns"].st_uid == found[b"ns"].st_gid == 4294967294
+    assert found[b"before-1970"].st_mtime_ns == -123456789012
 
 
 def test_symlink_loops_and_links_to_directories_are_not_followed(tmp_path):
@@ -239,10 +308,10 @@ def test_names_that_are_not_utf8_come_through_as_bytes(tmp_path):
     assert sorted(relpaths(left)) == sorted([b"", b"d\xff", b"\xff\xfe", b"ok-\xc3\xa9", b"link\x80"])
 
 
-def deleting_walk(top, when, delete, **options):
-    """Walk ``top`` in sorted order and run ``delete()`` once the entry ``when`` was yielded."""
+def deleting_walk(top, when, delete, sort=True, **options):
+    """Walk ``top`` (sorted unless told) and run ``delete()`` once the entry ``when`` was yielded."""
     entries, errors = [], []
-    for entry in walk(top, sort=True, on_error=lambda p, e: errors.append((p, e)), **options):
+    for entry in walk(top, sort=sort, on_error=lambda p, e: errors.append((p, e)), **options):
         entries.append(entry)
         if entry.relpath == when:
             delete()
@@ -250,26 +319,49 @@ def deleting_walk(top, when, delete, **options):
 
 
 def test_entries_deleted_during_the_walk_are_reported_and_the_walk_goes_on(tmp_path):
-    # Sorted mode reads each directory's listing when it enters it, so deleting
-    # listed entries after an earlier one was yielded is deterministic.
+    # A directory's names are listed when the walk enters it, its entries are
+    # stat'ed in batches that never reach past a subdirectory: what is deleted
+    # while a subdirectory listed before it is walked was listed, not stat'ed.
     top = tmp_path / "t"
-    make_tree(str(top), {"a": b"", "b": b"", "c": {"x": b"", "y": b"", "z": b""}, "d": {"f": b""},
-                         "e": b""})
+    make_tree(str(top), {"a": {"x": b""}, "b": b"", "c": {"w": {"f": b""}, "y": b"", "z": b""},
+                         "d": {"f": b""}, "e": b""})
     t = os.fsencode(str(top))
 
     def delete_b_and_d():
         os.unlink(t + b"/b")
         shutil.rmtree(t + b"/d")
 
-    entries, errors = deleting_walk(top, b"a", delete_b_and_d)
-    assert relpaths(entries) == [b"a", b"c/x", b"c/y", b"c/z", b"c", b"e", b""]
+    entries, errors = deleting_walk(top, b"a/x", delete_b_and_d)
+    assert relpaths(entries) == [b"a/x", b"a", b"c/w/f", b"c/w", b"c/y", b"c/z", b"c", b"e", b""]
     assert [(p, type(e)) for p, e in errors] == [(t + b"/b", FileNotFoundError),
                                                  (t + b"/d", FileNotFoundError)]
 
     # Inside a directory that is being walked.
-    entries, errors = deleting_walk(top, b"c/x", lambda: os.unlink(t + b"/c/y"))
-    assert relpaths(entries) == [b"a", b"c/x", b"c/z", b"c", b"e", b""]
+    entries, errors = deleting_walk(top, b"c/w/f", lambda: os.unlink(t + b"/c/y"))
+    assert relpaths(entries) == [b"a/x", b"a", b"c/w/f", b"c/w", b"c/z", b"c", b"e", b""]
     assert [(p, e.errno) for p, e in errors] == [(t + b"/c/y", errno.ENOENT)]
+
+
+def test_entries_deleted_after_listing_in_directory_order_are_reported(tmp_path):
+    # Unsorted, the walk takes entries in the order the directory lists them
+    # (os.listdir's order), listing ahead of what it stats: everything after
+    # the first subdirectory deleted while that subdirectory is walked is
+    # reported, nothing before it.
+    top = tmp_path / "t"
+    make_tree(str(top), dict({"sub": {"x": b""}}, **{"f%02d" % i: b"" for i in range(40)}))
+    t = os.fsencode(str(top))
+    order = os.listdir(t)
+    at = order.index(b"sub")
+    require(0 < at < len(order) - 1, "sub is first or last in this directory's order")
+    after = order[at + 1:]
+
+    def delete_after():
+        for name in after:
+            os.unlink(t + b"/" + name)
+
+    entries, errors = deleting_walk(top, b"sub/x", delete_after, sort=False)
+    assert relpaths(entries) == order[:at] + [b"sub/x", b"sub", b""]
+    assert [(p, e.errno) for p, e in errors] == [(t + b"/" + name, errno.ENOENT) for name in after]
 
 
 def test_a_directory_swapped_for_a_symlink_mid_walk_is_not_followed(tmp_path):
@@ -290,11 +382,11 @@ def test_a_directory_swapped_for_a_symlink_mid_walk_is_not_followed(tmp_path):
 
 def test_default_on_error_raises_walkerror_and_releases_descriptors(tmp_path):
     top = tmp_path / "t"
-    make_tree(str(top), {"a": b"", "b": b"", "sub": {"c": b""}})
+    make_tree(str(top), {"a": {"x": b""}, "b": b"", "sub": {"c": b""}})
     t = os.fsencode(str(top))
     fds_before = open_fds()
     walker = walk(top, sort=True)
-    assert next(walker).relpath == b"a"
+    assert next(walker).relpath == b"a/x"
     os.unlink(t + b"/b")
 
     with pytest.raises(WalkError) as caught:
@@ -309,7 +401,7 @@ def test_default_on_error_raises_walkerror_and_releases_descriptors(tmp_path):
 
 def test_an_on_error_that_raises_stops_the_walk(tmp_path):
     top = tmp_path / "t"
-    make_tree(str(top), {"a": b"", "sub": {"b": b"", "c": b""}})
+    make_tree(str(top), {"a": b"", "sub": {"b": {"x": b""}, "c": b""}})
     t = os.fsencode(str(top))
 
     class Stop(Exception):
@@ -320,8 +412,9 @@ def test_an_on_error_that_raises_stops_the_walk(tmp_path):
 
     walker = walk(top, sort=True, on_error=on_error)
     assert next(walker).relpath == b"a"
-    assert next(walker).relpath == b"sub/b"
+    assert next(walker).relpath == b"sub/b/x"
     os.unlink(t + b"/sub/c")
+    assert next(walker).relpath == b"sub/b"
     with pytest.raises(Stop) as caught:
         next(walker)
     assert caught.value.args == (t + b"/sub/c",)
@@ -337,7 +430,9 @@ def run_script(script, *args):
 
 UNPRIVILEGED_WALK = textwrap.dedent("""
     import os, sys
+    from vz7native import walk as walkmod
     from vz7native.walk import walk, WalkError
+    walkmod._CORE = getattr(walkmod, sys.argv[2])
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
@@ -365,7 +460,7 @@ def shared_tmp():
 
 
 @pytest.mark.root
-def test_unreadable_directories_are_reported_yielded_and_skipped(shared_tmp):
+def test_unreadable_directories_are_reported_yielded_and_skipped(shared_tmp, core):
     # Root reads every directory whatever its mode, so the walk runs as nobody:
     # this proves what an unprivileged walker sees (EACCES from opening a
     # directory and from stat'ing inside a directory without search permission).
@@ -373,7 +468,7 @@ def test_unreadable_directories_are_reported_yielded_and_skipped(shared_tmp):
     make_tree(top, {"a": {"f": b""}, "locked": {"secret": b""}, "listable": {"g": b""}, "z": b""})
     os.chmod(os.path.join(top, "locked"), 0)
     os.chmod(os.path.join(top, "listable"), 0o444)  # may be listed, not searched
-    entries, errors, raised = run_script(UNPRIVILEGED_WALK, top)
+    entries, errors, raised = run_script(UNPRIVILEGED_WALK, top, CORES[core].__name__)
     t = os.fsencode(top)
     assert entries == [(b"a/f", "file"), (b"a", "dir"), (b"listable", "dir"), (b"locked", "dir"),
                        (b"z", "file"), (b"", "dir")]
@@ -383,7 +478,9 @@ def test_unreadable_directories_are_reported_yielded_and_skipped(shared_tmp):
 
 OUT_OF_DESCRIPTORS_WALK = textwrap.dedent("""
     import resource, sys
+    from vz7native import walk as walkmod
     from vz7native.walk import walk
+    walkmod._CORE = getattr(walkmod, sys.argv[3])
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     errors = []
     entries = [e.relpath for e in
@@ -393,12 +490,12 @@ OUT_OF_DESCRIPTORS_WALK = textwrap.dedent("""
 """)
 
 
-def test_running_out_of_descriptors_is_reported_and_the_walk_goes_on(tmp_path):
+def test_running_out_of_descriptors_is_reported_and_the_walk_goes_on(tmp_path, core):
     top = tmp_path / "t"
     deep = top / "a" / "/".join(["d"] * 40)
     deep.mkdir(parents=True)
     (top / "z").write_bytes(b"")
-    entries, errors = run_script(OUT_OF_DESCRIPTORS_WALK, str(top), "24")
+    entries, errors = run_script(OUT_OF_DESCRIPTORS_WALK, str(top), "24", CORES[core].__name__)
     assert len(errors) == 1
     failed, code = errors[0]
     assert code == errno.EMFILE
@@ -466,7 +563,8 @@ def test_excluded_entries_are_never_stat_ed(tmp_path):
     # Excluded entries deleted after listing raise nothing: they are matched
     # by name, before any stat or open; the one not excluded is reported.
     top = tmp_path / "t"
-    make_tree(str(top), {"a": b"", "b.tmp": b"", "c.tmp": {"x": b""}, "d": b"", "e": {"y": b""}})
+    make_tree(str(top), {"a": {"x": b""}, "b.tmp": b"", "c.tmp": {"x": b""}, "d": b"",
+                         "e": {"y": b""}})
     t = os.fsencode(str(top))
 
     def delete():
@@ -475,8 +573,8 @@ def test_excluded_entries_are_never_stat_ed(tmp_path):
         os.unlink(t + b"/d")
         shutil.rmtree(t + b"/e")
 
-    entries, errors = deleting_walk(top, b"a", delete, excludes=["*.tmp", "e"])
-    assert relpaths(entries) == [b"a", b""]
+    entries, errors = deleting_walk(top, b"a/x", delete, excludes=["*.tmp", "e"])
+    assert relpaths(entries) == [b"a/x", b"a", b""]
     assert [p for p, e in errors] == [t + b"/d"]
 
 
@@ -573,3 +671,113 @@ def test_one_file_system_stops_at_a_mount_point(tmpfs_inside):
     assert sorted(relpaths(one_fs)) == [b"", b"a", b"d", b"d/b", b"mnt"]
     mount_point = [e for e in one_fs if e.relpath == b"mnt"][0]
     assert mount_point.stat.st_dev != one_fs[-1].stat.st_dev
+
+
+INTERPRETER_JOB = r"""
+import sys
+from vz7native import walk
+walk._CORE = getattr(walk, {core!r})
+top = {top!r}
+entries = list(walk.walk(top, sort=True, skip_balloon=True))
+with open(top + "/result", "w") as f:
+    f.write("%d %s %s %s" % (len(entries), entries[0].relpath, entries[-1].relpath == b"",
+                             "ctypes" in sys.modules))
+"""
+
+
+def test_walks_in_concurrent_sub_interpreters(tmp_path, core):
+    # As Bareos runs jobs: a fresh sub-interpreter per job, several at once.
+    interpreters = pytest.importorskip(
+        "_xxsubinterpreters", reason="this Python offers no sub-interpreters")
+    tops = []
+    for n in range(6):
+        top = tmp_path / ("job%d" % n)
+        make_tree(str(top), {"d0": {}, "d1": {"f": b""}})
+        for j in range(260 + n):  # more than one batch
+            os.mknod(str(top / "d0" / ("f%03d" % j)), 0o644 | stat.S_IFREG)
+        tops.append(str(top))
+    failures = []
+
+    def job(top):
+        iid = interpreters.create()
+        try:
+            interpreters.run_string(iid, INTERPRETER_JOB.format(core=CORES[core].__name__,
+                                                                top=top))
+        except Exception as e:
+            failures.append("%s: %s" % (top, e))
+        finally:
+            interpreters.destroy(iid)
+
+    for round_ in range(2):
+        threads = [threading.Thread(target=job, args=(top,)) for top in tops[round_::2]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+    for n, top in enumerate(tops):
+        with open(os.path.join(top, "result")) as f:
+            assert f.read() == "%d b'd0/f000' True False" % (264 + n), top
+
+
+@pytest.fixture(scope="module")
+def fuse_tree_mount(tmp_path_factory):
+    """tests/fuse_tree.py served at a fresh mount point: (mount point, getattr log)."""
+    require(os.path.exists("/dev/fuse"), "needs /dev/fuse")
+    base = tmp_path_factory.mktemp("fuse-tree")
+    mnt, log = base / "mnt", base / "getattr.log"
+    mnt.mkdir()
+    log.write_bytes(b"")
+    proc = subprocess.Popen([sys.executable, fuse_tree.__file__, str(mnt), str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(str(mnt)) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        require(os.path.ismount(str(mnt)), "cannot serve the FUSE test tree")
+        yield mnt, log
+    finally:
+        if os.path.ismount(str(mnt)):
+            subprocess.run(["umount", str(mnt)], check=True)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("sort", [False, True])
+def test_a_listing_that_fails_part_way_is_reported_and_what_was_read_is_kept(fuse_tree_mount, sort):
+    mnt, _ = fuse_tree_mount
+    m = os.fsencode(str(mnt))
+    entries, errors = collect(mnt, sort=sort)
+
+    assert [(p, e.errno) for p, e in errors] == [(m + b"/broken", errno.EIO)]
+    broken = sorted(e.name for e in entries if e.relpath.startswith(b"broken/"))
+    assert broken == [b"n%03d" % i for i in range(fuse_tree.LISTED_BEFORE_FAILURE)]
+    found = {e.relpath: e.type for e in entries}
+    # The directory is yielded all the same, and the walk went on past it.
+    assert found[b"broken"] == "dir" and found[b"z"] == "file" and found[b""] == "dir"
+    assert len(entries) == fuse_tree.LISTED_BEFORE_FAILURE + 13
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("sort", [False, True])
+def test_entries_listed_without_a_type_are_told_apart_by_lstat(fuse_tree_mount, sort):
+    mnt, log = fuse_tree_mount
+    entries, _ = collect(mnt, sort=sort)
+    found = {e.relpath: e.type for e in entries if e.relpath.startswith(b"unknown")}
+    assert found == {b"unknown": "dir", b"unknown/file": "file", b"unknown/skip.tmp": "file",
+                     b"unknown/link": "symlink", b"unknown/subdir": "dir",
+                     b"unknown/subdir/inner": "file"}
+
+    # Excludes are matched on the listed names before any stat, even when the
+    # listing does not say what an entry is.
+    log.write_bytes(b"")
+    entries, _ = collect(mnt, sort=sort, excludes=["*.tmp"])
+    assert b"unknown/skip.tmp" not in [e.relpath for e in entries]
+    stated = log.read_bytes().splitlines()
+    assert b"/unknown/file" in stated and b"/unknown/link" in stated
+    assert b"/unknown/skip.tmp" not in stated

@@ -13,6 +13,18 @@ a Bareos job that needs the walker does not pay for libploop.
 __version__ = "0.1.0"
 
 
+def _check_build(module, ffi, lib):
+    """Refuse the compiled ``module`` (``vz7native._ploop`` or ``vz7native._walk``,
+    given with its ``ffi`` and ``lib``) if it was built for another version of
+    this package: its C side and our Python side would not match."""
+    built_for = ffi.string(lib.VZ7N_PACKAGE_VERSION).decode("ascii")
+    if built_for != __version__:
+        raise ImportError(
+            "%s was built for vz7native %s, but this is vz7native %s: "
+            "rebuild the extension (pip install . or python setup.py build_ext)"
+            % (module, built_for, __version__))
+
+
 def build_info():
     """What the compiled libploop binding was built against (a dict of str/bool).
 

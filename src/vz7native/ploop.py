@@ -37,7 +37,7 @@ import os
 import re
 import threading
 
-from vz7native import __version__
+from vz7native import _check_build
 from vz7native._ploop import ffi, lib
 from vz7native.paths import DESCRIPTOR_NAME, descriptor_path, fspath
 
@@ -61,16 +61,7 @@ _log = logging.getLogger(__name__)
 _LOCATION_PREFIX = re.compile(r"^Error in \S+ \([^)]*\): ")
 
 
-def _verify_build():
-    built_for = ffi.string(lib.VZ7N_PACKAGE_VERSION).decode("ascii")
-    if built_for != __version__:
-        raise ImportError(
-            "vz7native._ploop was built for vz7native %s, but this is vz7native %s: "
-            "rebuild the extension (pip install . or python setup.py build_ext)"
-            % (built_for, __version__))
-
-
-_verify_build()
+_check_build("vz7native._ploop", ffi, lib)
 # libploop prints to the console by default on 1.15; never inside a daemon.
 lib.ploop_set_verbose_level(lib.PLOOP_LOG_NOCONSOLE)
 
