@@ -111,13 +111,8 @@ class PortableMount(ReadOnlyMount):
 
     def _umount(self):
         process = self._process
-        if self._persistent and process.poll() is None:
-            process.terminate()
-        try:
-            out, _ = process.communicate(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
+        # A persistent helper no longer watches its stdin: it is told by signal.
+        out = _stop(process, terminate=self._persistent)
         lines = (out or b"").splitlines()
         word, payload = _parse(lines[-1]) if lines else ("", {})
         if word == "DONE" or (self._persistent and process.returncode == 0):
@@ -146,7 +141,7 @@ def mount(dd_path, target, guid=None, persistent=False):
     try:
         line = _read_line(process.stdout.fileno(), READY_TIMEOUT)
     except BaseException:
-        _abandon(process)
+        _stop(process, terminate=True)
         raise
     word, payload = _parse(line) if line else ("", {})
     if word == "READY":
@@ -156,7 +151,7 @@ def mount(dd_path, target, guid=None, persistent=False):
             process.stdout.close()
         return PortableMount(dd, target, payload.get("guid", guid), mount_id, payload,
                              process, persistent)
-    _abandon(process)
+    _stop(process, terminate=True)
     if word != "ERROR":
         left = [p for entry in cleanup(dd, mount_id=mount_id) for p in entry["problems"]]
         payload = {"message": "the mount helper for %s %s" % (
@@ -165,15 +160,17 @@ def mount(dd_path, target, guid=None, persistent=False):
     raise _failure(payload)
 
 
-def _abandon(process):
-    """Stop a helper that failed or that we gave up on, and reap it."""
-    if process.poll() is None:
+def _stop(process, terminate):
+    """Let the helper finish (closing its stdin tells it to take its set down),
+    after SIGTERM if ``terminate``; kill it after STOP_TIMEOUT. Returns its output."""
+    if terminate and process.poll() is None:
         process.terminate()
     try:
-        process.communicate(timeout=STOP_TIMEOUT)
+        out, _ = process.communicate(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.communicate()
+        out, _ = process.communicate()
+    return out
 
 
 def cleanup(dd_path=None, mount_id=None):
