@@ -165,6 +165,8 @@ class Sandbox(object):
                   b"sys/fs/cgroup/freezer/machine.slice", b"sys/block", b"var/lock",
                   b"var/run", b"var/log", b".sandbox/trees"):
             os.makedirs(os.path.join(root, d), exist_ok=True)
+        os.makedirs(os.path.join(root, b"tmp"), exist_ok=True)
+        os.chmod(os.path.join(root, b"tmp"), 0o1777)
         _write(os.path.join(root, MARKER), b"a sandbox VZ7 host made by vz7native.host.sandbox\n")
         _write(os.path.join(root, b"etc/vz/vz.conf"), VZ_CONF)
         return cls(root)

@@ -1,0 +1,369 @@
+"""A consistent read-only view of one container for a backup, and what it holds.
+
+    >>> from vz7native.host import Host
+    >>> from vz7native.backup import BackupSession
+    >>> with BackupSession(Host(b"/"), name="web01", uuid="2d109ae4-...") as session:
+    ...     for item in session.items():
+    ...         print(item.catalog_path, item.entry.type)
+
+What opening a session does, in this order, each step registered on the
+session's ``ExitStack`` the moment it exists (so ``close()`` undoes exactly what
+was done, on every path):
+
+1. find the container (name and UUID must name the same one) and its status:
+   running or stopped, anything else is refused;
+2. take the ``lockfile`` (if any) and the per-container lock, and refuse while
+   pcompact works on the container;
+3. clean what a crashed session of ours left for this container (a snapshot
+   recorded in the state file, a mount at the target), saying what was cleaned;
+4. running container: look for blocker files in its live root, then take a
+   snapshot recorded in a state file before it is made (so a crash can never
+   leave an unknown snapshot behind); stopped: no snapshot;
+5. mount the snapshot (running) or the top (stopped) read-only at
+   ``<mount_base>/<uuid>``; stopped containers are checked for blockers in the
+   mount.
+
+``items()`` then streams what a backup saves: the private area (configuration,
+scripts; not the images, descriptor, lock or statfs files), then the container
+filesystem from the mount, each directory after its contents. ``close()``
+unmounts, merges the snapshot back, removes the state file and releases the
+locks. A crashed session's leftovers are found by the next session of the same
+container (step 3) and by :func:`cleanup_container`.
+
+Nothing here imports Bareos or ctypes-based modules: the Bareos plugin runs it
+inside the file daemon.
+"""
+import contextlib
+import errno
+import json
+import os
+import time
+
+from vz7native import mount, ploop
+from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, find_blockers)
+from vz7native.image import ImageError, read_descriptor
+from vz7native.paths import DESCRIPTOR_NAME, show
+from vz7native.walk import walk
+
+__all__ = ["BackupSession", "BackupError", "Item", "Timings", "cleanup_container",
+           "STATE_DIR", "DEFAULT_MOUNT_BASE"]
+
+DEFAULT_MOUNT_BASE = b"/mnt/bareos"
+STATE_DIR = b"/var/lib/vz7native/backup"
+STATE_VERSION = 1
+# What the private area holds that is no configuration: the disk itself, its lock,
+# the statfs cache vzctl keeps for stopped containers.
+_PRIVATE_EXCLUDES = ("*.lck", ".statfs")
+
+
+class BackupError(HostError):
+    """A backup of a container cannot start or finish (the message says why)."""
+
+
+class Item(object):
+    """One thing a backup saves: ``catalog_path`` (bytes, the host path a restore
+    sees: under ``/vz/private/<uuid>`` or ``<mount_base>/<uuid>``), ``entry`` (the
+    :class:`vz7native.walk.Entry` read from the private area or the mount) and
+    ``area`` (``"private"`` or ``"root"``)."""
+
+    __slots__ = ("catalog_path", "entry", "area")
+
+    def __init__(self, catalog_path, entry, area):
+        self.catalog_path = catalog_path
+        self.entry = entry
+        self.area = area
+
+    def __repr__(self):
+        return "Item(%r, %r)" % (self.catalog_path, self.entry.type)
+
+
+class Timings(object):
+    """Seconds each fixed step of a session took (None: not done)."""
+
+    __slots__ = ("snapshot", "mount", "umount", "merge")
+
+    def __init__(self):
+        self.snapshot = self.mount = self.umount = self.merge = None
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@contextlib.contextmanager
+def _timed(timings, name):
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        setattr(timings, name, time.monotonic() - start)
+
+
+def _state_path(host, ct):
+    return host.real(os.path.join(STATE_DIR, (ct.uuid or ct.ctid).encode("ascii") + b".json"))
+
+
+def _read_state(path):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise BackupError("cannot read the backup state file %s: %s" % (show(path), e))
+
+
+def _write_state(path, state):
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = path + b".new"
+    with open(temporary, "wb") as f:
+        f.write(json.dumps(state, sort_keys=True).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(temporary, path)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def cleanup_container(host, ct, mount_target=None):
+    """Undo what a crashed backup of ``ct`` left: unmount our mounts of its disk
+    (and at ``mount_target``), merge back the snapshot its state file records,
+    remove the state file. Call it holding the container lock. Returns the list
+    of what was cleaned, as sentences (empty: nothing was left)."""
+    cleaned = []
+    dd = ct.disk_descriptor
+    for leftover in mount.cleanup(dd):
+        cleaned.append("removed the read-only mount at %s left by a killed job%s" % (
+            show(host.view(os.fsencode(leftover["target"]))),
+            "" if not leftover["problems"] else " (problems: %s)" % "; ".join(
+                leftover["problems"])))
+    if mount_target is not None and _mounted_at(mount_target):
+        raise BackupError("%s is still mounted (not by a job of ours that could be cleaned): "
+                          "unmount it first" % show(host.view(mount_target)))
+    path = _state_path(host, ct)
+    state = _read_state(path)
+    if state is not None:
+        guid = state.get("snapshot")
+        if guid:
+            with ploop.Disk.open(dd) as disk:
+                if any(s.guid == guid for s in disk.snapshots):
+                    disk.delete_snapshot(guid)
+                    cleaned.append("merged back the snapshot %s of a job that did not finish "
+                                   "(pid %s, started %s)" % (
+                                       guid, state.get("pid"), time.strftime(
+                                           "%Y-%m-%d %H:%M:%S",
+                                           time.localtime(state.get("started", 0)))))
+        _remove(path)
+    return cleaned
+
+
+def _mounted_at(target):
+    from vz7native import procfs
+    real = os.path.realpath(target)
+    return any(m.mount_point == real for m in procfs.mounts())
+
+
+class BackupSession(object):
+    """The backup of one container; see the module docstring.
+
+    ``host`` (a :class:`vz7native.host.Host`), ``name`` and ``uuid`` (both
+    optional, at least one; given both, they must name the same container),
+    ``lockfile`` (host path or None), ``lock_timeout`` (seconds for the
+    lockfile), ``ct_lock_timeout`` (seconds for the container lock),
+    ``blocker`` (glob inside the container or None), ``excluded_paths`` (paths
+    inside the container, ``/`` first or not, glob characters allowed: they and
+    everything below them are not saved), ``excludes`` (patterns as
+    :func:`vz7native.walk.walk` takes them, relative to the container's root),
+    ``mount_base`` (host path), ``backend`` (``auto``, ``kernel``,
+    ``portable``), ``note`` (what the locks say about their holder), ``log``
+    (``log(text)`` for the steps, e.g. a debug message).
+    """
+
+    def __init__(self, host, name=None, uuid=None, lockfile=None, lock_timeout=3600,
+                 ct_lock_timeout=10, blocker=None, excluded_paths=(), excludes=(), mount_base=DEFAULT_MOUNT_BASE,
+                 backend="auto", note="", log=None):
+        self.host = host
+        self.name = name
+        self.uuid = uuid
+        self.lockfile = lockfile
+        self.lock_timeout = lock_timeout
+        self.ct_lock_timeout = ct_lock_timeout
+        self.blocker = blocker
+        self.excluded_paths = [os.fsencode(p) for p in excluded_paths]
+        self.excludes = list(excludes)
+        self.mount_base = os.fsencode(mount_base)
+        self.backend = backend
+        self.note = note
+        self._log = log or (lambda text: None)
+        self.ct = None
+        self.state = None
+        self.snapshot = None
+        self.snapshot_time = None
+        self.mounted = None
+        self.cleaned = []
+        self.timings = Timings()
+        self.target = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def catalog_root(self):
+        """The host path under which the container's filesystem is catalogued."""
+        return os.path.join(self.mount_base, (self.ct.uuid or self.ct.ctid).encode("ascii"))
+
+    def open(self):
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self):
+        host = self.host
+        ct = self.ct = host.find(name=self.name, uuid=self.uuid)
+        dd = ct.disk_descriptor
+        self.state = host.status(ct).state
+        if self.state not in (RUNNING, STOPPED):
+            raise BackupError("container %s is %s: only running and stopped containers are "
+                              "backed up (%s)" % (ct.label, self.state, host.status(ct).describe()))
+        stack = self._stack
+        if self.lockfile:
+            self._log("taking %s" % show(os.fsencode(self.lockfile)))
+            stack.enter_context(host.lockfile(self.lockfile, self.lock_timeout, self.note))
+        self._log("taking the lock of container %s" % ct.label)
+        stack.enter_context(host.container_lock(ct, self.ct_lock_timeout, self.note))
+        host.check_pcompact(ct)
+        self.target = host.real(self.catalog_root)
+        self.cleaned = cleanup_container(host, ct, self.target)
+        for sentence in self.cleaned:
+            self._log(sentence)
+        if self.state == RUNNING and self.blocker:
+            self._check_blockers(ct.root)
+        self.snapshot_time = time.time()
+        if self.state == RUNNING:
+            self._take_snapshot(dd)
+        self._mount(dd)
+        if self.state == STOPPED and self.blocker:
+            self._check_blockers(self.target)
+
+    def _check_blockers(self, root):
+        found = find_blockers(root, self.blocker)
+        if found:
+            raise BlockerError("container %s has blocker files (%s): %s" % (
+                self.ct.label, show(os.fsencode(self.blocker)),
+                ", ".join(show(p) for p in found[:10]) + (" ..." if len(found) > 10 else "")))
+
+    def _take_snapshot(self, dd):
+        guid = ploop.new_guid()
+        path = _state_path(self.host, self.ct)
+        _write_state(path, {"version": STATE_VERSION, "snapshot": guid, "pid": os.getpid(),
+                            "started": self.snapshot_time, "note": self.note})
+        self._stack.callback(_remove, path)
+        self._stack.callback(self._merge, dd, guid)
+        self._log("taking snapshot %s of %s" % (guid, show(dd)))
+        with _timed(self.timings, "snapshot"), ploop.Disk.open(dd) as disk:
+            disk.create_snapshot(guid)
+        self.snapshot = guid
+
+    def _merge(self, dd, guid):
+        self._log("merging snapshot %s back" % guid)
+        with _timed(self.timings, "merge"), ploop.Disk.open(dd) as disk:
+            if any(s.guid == guid for s in disk.snapshots):
+                disk.delete_snapshot(guid)
+
+    def _mount(self, dd):
+        target = self.target
+        if not os.path.isdir(target):
+            os.makedirs(target, mode=0o700)
+            self._stack.callback(_rmdir_quietly, target)
+        self._log("mounting %s read-only at %s" % (
+            "snapshot %s" % self.snapshot if self.snapshot else "the top", show(target)))
+        with _timed(self.timings, "mount"):
+            handle = mount.mount_readonly(dd, target, guid=self.snapshot, backend=self.backend)
+        self._stack.callback(self._umount, handle)
+        self.mounted = handle
+
+    def _umount(self, handle):
+        self._log("unmounting %s" % show(handle.target))
+        with _timed(self.timings, "umount"):
+            handle.umount()
+        self.mounted = None
+
+    def close(self):
+        """Unmount, merge the snapshot back, release the locks (idempotent)."""
+        stack, self._stack = self._stack, contextlib.ExitStack()
+        stack.close()
+
+    # -- what is saved ---------------------------------------------------------
+
+    def private_excludes(self):
+        """What of the private area is no configuration: the images of the root
+        disk, its descriptor and lock, statfs and lock files."""
+        ct = self.ct
+        dd = ct.disk_descriptor
+        excludes = [dd, dd + b".lck"] + list(_PRIVATE_EXCLUDES)
+        try:
+            descriptor = read_descriptor(dd)
+        except ImageError as e:
+            raise BackupError("container %s: %s" % (ct.label, e))
+        return excludes + [image.file for image in descriptor.images.values()]
+
+    def items(self, on_error):
+        """Stream the :class:`Item` objects to save: the private area, then the
+        container's filesystem, each directory after its contents.
+
+        ``on_error(catalog_path, exc)`` gets every entry that could not be read
+        (the walk goes on without it)."""
+        ct = self.ct
+        yield from self._area(ct.private, ct.ve_private, "private",
+                              self.private_excludes(), False, on_error)
+        top = os.path.realpath(self.target)
+        excludes = self.excludes + [top + b"/" + p.lstrip(b"/") for p in self.excluded_paths]
+        yield from self._area(top, self.catalog_root, "root", excludes, True, on_error)
+
+    def _area(self, top, catalog_top, area, excludes, skip_balloon, on_error):
+        top = os.path.realpath(top)
+        cut = len(top)
+
+        def report(path, exc):
+            on_error(catalog_top + path[cut:], exc)
+
+        for entry in walk(top, excludes=excludes, one_file_system=True,
+                          skip_balloon=skip_balloon, on_error=report):
+            yield Item(catalog_top + entry.path[cut:], entry, area)
+
+    def record(self):
+        """What a restore needs to rebuild this container with no option: a dict."""
+        ct = self.ct
+        dd = ct.disk_descriptor
+        descriptor = read_descriptor(dd)
+        with ploop.Disk.open(dd) as disk:
+            version = disk.format_version
+        return {
+            "record": STATE_VERSION, "name": ct.name, "uuid": ct.uuid, "ctid": ct.ctid,
+            "ve_private": show(ct.ve_private), "ve_root": show(ct.ve_root),
+            "layout": ct.layout_version, "disk_size": descriptor.size,
+            "cluster_size": descriptor.cluster_size, "mode": descriptor.mode,
+            "format_version": version, "state": self.state, "snapshot": self.snapshot,
+            "snapshot_time": self.snapshot_time,
+            "catalog_root": show(self.catalog_root), "private": show(ct.ve_private),
+            "disk_image": show(os.path.relpath(ct.base_image, ct.private)),
+        }
+
+
+def _rmdir_quietly(path):
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+            raise
