@@ -283,9 +283,9 @@ class BackupSession(object):
 
     def _mount(self, dd):
         target = self.target
-        if not os.path.isdir(target):
-            os.makedirs(target, mode=0o700)
-            self._stack.callback(_rmdir_quietly, target)
+        # The mount point is ours (also when a crashed job left it): removed when empty.
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        self._stack.callback(_rmdir_quietly, target)
         self._log("mounting %s read-only at %s" % (
             "snapshot %s" % self.snapshot if self.snapshot else "the top", show(target)))
         with _timed(self.timings, "mount"):

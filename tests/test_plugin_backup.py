@@ -1,0 +1,297 @@
+"""The plugin's backup side through the FD simulator, on sandbox hosts with real
+ploop images read through the portable mount (no ploop driver here)."""
+import os
+import stat
+
+import pytest
+
+from fdsim import constants as C
+from plugin_helpers import (change_image, director, fs_name, job_options, line, records,
+                            stored, tree_picture)
+from vz7bareos import attrs, names
+from vz7native import mount, ploop, procfs
+from vz7native.backup import STATE_DIR
+from vz7native.host.sandbox import Sandbox
+
+pytestmark = pytest.mark.root
+FT = C.FT
+TYPE_OF = {"file": FT["FT_REG"], "dir": FT["FT_DIREND"], "symlink": FT["FT_LNK"],
+           "fifo": FT["FT_SPEC"], "chardev": FT["FT_SPEC"], "blockdev": FT["FT_SPEC"]}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    sandbox = Sandbox.build(str(tmp_path_factory.mktemp("host") / "root"), count=2, seed=3,
+                            running=(0,))
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture
+def fresh_host(tmp_path):
+    sandbox = Sandbox.build(str(tmp_path / "root"), count=1, seed=5, running=())
+    yield sandbox
+    sandbox.close()
+
+
+def assert_nothing_left(sandbox, ct):
+    """No snapshot, mount, loop device of the image, state file, helper or lock."""
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        assert [s.guid for s in disk.snapshots] == [disk.top_guid]
+    target = sandbox.host.real(os.path.join(b"/mnt/bareos", ct.uuid.encode()))
+    assert not procfs.mounts_at(target)
+    assert not os.path.exists(target)
+    assert not os.path.exists(sandbox.host.real(os.path.join(
+        STATE_DIR, ct.uuid.encode() + b".json")))
+    assert mount.cleanup(ct.disk_descriptor) == []
+    assert ploop_check(ct.disk_descriptor) == 0
+    with sandbox.host.container_lock(ct, 0):
+        pass
+
+
+def ploop_check(dd):
+    import subprocess
+    return subprocess.call(["ploop", "check", "-r", "-f", "-c", os.fsdecode(dd)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def full_backup(sandbox, ct, workdir, version=23, **kwargs):
+    d = director(workdir, version)
+    result = d.backup(line(sandbox), fd_plugin_options=job_options(ct, **kwargs))
+    return d, result
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["running", "stopped"])
+def test_full_backup_stores_the_container_entry_by_entry(host, tmp_path, index):
+    ct = host.containers[index]
+    d, result = full_backup(host, ct, tmp_path / "fd")
+    assert result.status == "T", result.report()
+    files, objects = stored(tmp_path / "fd", result.jobid)
+    expected = tree_picture(host.tree(ct))
+    seen_inodes = {}
+    for rel, facts in expected.items():
+        name = fs_name(ct, rel)
+        if facts["type"] == "socket":
+            assert name not in files
+            assert any("socket" in m.text for m in result.log), result.report()
+            continue
+        entry = files[name]
+        exact = entry.exact
+        assert rel == b"" or (exact.mode, exact.uid, exact.gid, exact.mtime_ns) == (
+            facts["mode"], facts["uid"], facts["gid"], facts["mtime_ns"]), rel
+        if facts["nlink"] > 1 and facts["type"] != "dir":
+            seen_inodes.setdefault(facts["ino"], []).append(entry)
+            if entry.type == FT["FT_LNKSAVED"]:
+                continue
+        assert entry.type == TYPE_OF[facts["type"]], rel
+        assert entry.stat["mode"] == facts["mode"] & 0xFFFF
+        if facts["type"] == "dir":
+            assert entry.link == name + "/"
+        elif facts["type"] == "file":
+            assert entry.stat["size"] == facts["size"]
+            import hashlib
+            assert hashlib.sha256(entry.data).hexdigest() == facts["sha"], rel
+        elif facts["type"] == "symlink":
+            assert names.decode_target(entry.link) == facts["target"]
+        elif facts["type"] in ("chardev", "blockdev"):
+            assert exact.rdev == facts["rdev"]
+        if facts["type"] != "symlink":
+            kept = {n: v for n, v in entry.xattrs.items()
+                    if n != attrs.ATTRS_NAME.encode("ascii")}
+            acl = entry.acl or {}
+            plain = {n: v for n, v in facts["xattrs"].items()
+                     if n.decode() not in attrs.ACL_NAMES}
+            assert kept == plain, rel
+            assert {n.encode(): v for n, v in acl.items()} == {
+                n: v for n, v in facts["xattrs"].items() if n.decode() in attrs.ACL_NAMES}, rel
+    # a hard-linked inode is stored once, its other names link to that one
+    for group in seen_inodes.values():
+        saved = [e for e in group if e.type != FT["FT_LNKSAVED"]]
+        assert len(saved) == 1, group
+        assert all(e.link == saved[0].fname for e in group if e is not saved[0]), group
+    # every stored name of the filesystem is one of the tree (plus lost+found)
+    prefix = fs_name(ct, b"")
+    fs_names = {n for n in files if n.startswith(prefix)}
+    expected_names = {fs_name(ct, rel) for rel, f in expected.items() if f["type"] != "socket"}
+    assert {n for n in fs_names - expected_names if "lost+found" not in n} == set()
+    # the private area: configuration yes, the disk no
+    private = names.encode_path(ct.ve_private)
+    assert private + "/ve.conf" in files
+    assert private + "/root.hdd/DiskDescriptor.xml" not in files
+    assert not [n for n in files if n.endswith(".hds")]
+    assert files[private].link == private + "/"
+    record = records(objects)[ct.uuid]
+    assert (record["name"], record["disk_size"], record["layout"]) == (
+        ct.name, ct.disk_size, 5)
+    assert record["state"] == ("running" if index == 0 else "stopped")
+    assert bool(record["snapshot"]) == (index == 0)
+    assert_nothing_left(host, ct)
+
+
+def test_names_that_are_not_utf8_are_escaped_reversibly(host, tmp_path):
+    ct = host.containers[1]
+    d, result = full_backup(host, ct, tmp_path / "fd")
+    files, _ = stored(tmp_path / "fd", result.jobid)
+    escaped = [n for n in files if names.MARKER in n]
+    assert escaped, "the tree has names that are not UTF-8"
+    prefix = fs_name(ct, b"") + "/"
+    for name in escaped:
+        rel = names.decode_path(name)[len(prefix.encode()):]
+        assert os.path.lexists(os.path.join(host.tree(ct), rel)), name
+        name.encode("utf-8")  # always encodable
+
+
+@pytest.mark.parametrize("version", [20, 22, 25])
+def test_backup_on_other_bareos_versions(host, tmp_path, version):
+    ct = host.containers[1]
+    d, result = full_backup(host, ct, tmp_path / "fd", version=version)
+    assert result.status == "T", result.report()
+    files, _ = stored(tmp_path / "fd", result.jobid)
+    entry = files[fs_name(ct, b"etc/hostname")]
+    assert entry.data.startswith(b"ct")
+    assert not result.warnings, result.warnings
+
+
+def test_c_locale(host, tmp_path):
+    ct = host.containers[0]
+    d = director(tmp_path / "fd", c_locale=True)
+    result = d.backup(line(host), fd_plugin_options=job_options(ct))
+    assert result.status == "T", result.report()
+    assert result.filesystem_encoding == "ascii"
+    assert result.crashed is None
+
+
+def test_incremental_and_differential_store_exactly_what_changed(fresh_host, tmp_path):
+    sandbox = fresh_host
+    ct = sandbox.containers[0]
+    d = director(tmp_path / "fd")
+    opts = job_options(ct)
+    full = d.backup(line(sandbox), fd_plugin_options=opts, accurate=True)
+    assert full.status == "T", full.report()
+
+    def edit(root):
+        with open(os.path.join(root, b"etc/hostname"), "wb") as f:
+            f.write(b"changed\n")
+        with open(os.path.join(root, b"root/new.txt"), "wb") as f:
+            f.write(b"new file\n")
+        os.unlink(os.path.join(root, b"root/.bash_history"))
+        os.chmod(os.path.join(root, b"etc/os-release"), 0o600)
+    change_image(ct.disk_descriptor, edit, tmp_path)
+    incr = d.backup(line(sandbox), fd_plugin_options=opts, level="I", accurate=True)
+    assert incr.status == "T", incr.report()
+    files, objects = stored(tmp_path / "fd", incr.jobid)
+    fs = {n for n in files if n.startswith(fs_name(ct, b"")) and files[n].type != FT["FT_DELETED"]}
+    changed = {fs_name(ct, p) for p in (b"etc/hostname", b"root/new.txt", b"etc/os-release")}
+    # the directories whose entries changed are stored again, the files nothing else
+    dirs = {n for n in fs if files[n].type == FT["FT_DIREND"]}
+    assert fs - dirs == changed, sorted(fs - dirs)
+    assert dirs <= {fs_name(ct, b"etc"), fs_name(ct, b"root"), fs_name(ct, b"")}
+    deleted = [r["path"] for r in d.files(incr.jobid) if r["deleted"]]
+    assert deleted == [fs_name(ct, b"root/.bash_history")]
+    again = d.backup(line(sandbox), fd_plugin_options=opts, level="I", accurate=True)
+    assert again.status == "T" and again.files == 0, again.report()
+    diff = d.backup(line(sandbox), fd_plugin_options=opts, level="D", accurate=True)
+    files, _ = stored(tmp_path / "fd", diff.jobid)
+    assert changed <= set(files)
+    assert_nothing_left(sandbox, ct)
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ({"name": "nosuchct"}, "no container"),
+    ({"uuid": "00000000-0000-4000-8000-000000000000"}, "do not belong to the same container"),
+    ({"bogus": "1"}, "unknown plugin option bogus"),
+    ({"lock_timeout": "soon"}, "lock_timeout=soon"),
+    ({"mount_backend": "magic"}, "mount_backend=magic"),
+], ids=["unknown-ct", "mismatch", "unknown-option", "bad-timeout", "bad-backend"])
+def test_bad_input_is_one_fatal_and_leaves_nothing(host, tmp_path, problem, expected):
+    ct = host.containers[0]
+    opts = dict(name=ct.name, uuid=ct.uuid)
+    opts.update(problem)
+    d = director(tmp_path / "fd")
+    result = d.backup(line(host), fd_plugin_options=[
+        "python3:" + ":".join("%s=%s" % kv for kv in opts.items())])
+    assert result.status == "f", result.report()
+    fatals = [m for m in result.messages("M_FATAL") if "vz7:" in m]
+    assert len(fatals) == 1 and expected in fatals[0], result.report()
+    assert_nothing_left(host, ct)
+
+
+def test_missing_name_or_uuid_is_fatal(host, tmp_path):
+    d = director(tmp_path / "fd")
+    result = d.backup(line(host))
+    assert result.status == "f"
+    assert any("name and uuid" in m for m in result.messages("M_FATAL")), result.report()
+
+
+def test_blocker_in_a_running_container_stops_before_any_snapshot(host, tmp_path):
+    ct = host.containers[0]
+    blocker = os.path.join(ct.root, b"tmp/backup_blocker")
+    with open(blocker, "wb"):
+        pass
+    try:
+        d, result = full_backup(host, ct, tmp_path / "fd")
+    finally:
+        os.unlink(blocker)
+    assert result.status == "f"
+    assert any("blocker" in m for m in result.messages("M_FATAL")), result.report()
+    assert_nothing_left(host, ct)
+
+
+def test_two_jobs_on_one_container_the_second_is_refused(host, tmp_path):
+    ct = host.containers[1]
+    with host.host.container_lock(ct, 0, note="another backup"):
+        d, result = full_backup(host, ct, tmp_path / "fd", ct_lock_timeout=0)
+    assert result.status == "f"
+    text = " ".join(result.messages("M_FATAL"))
+    assert "still held" in text and "another backup" in text, result.report()
+
+
+def test_several_containers_in_one_job(host, tmp_path):
+    d = director(tmp_path / "fd")
+    lines = [line(host, name=ct.name, uuid=ct.uuid) for ct in host.containers]
+    result = d.backup(lines)
+    assert result.status == "T", result.report()
+    files, objects = stored(tmp_path / "fd", result.jobid)
+    assert set(records(objects)) == {ct.uuid for ct in host.containers}
+    for ct in host.containers:
+        assert fs_name(ct, b"etc/hostname") in files
+        assert_nothing_left(host, ct)
+    summaries = [m for m in result.messages("M_INFO") if "entries" in m]
+    assert len(summaries) == 2
+
+
+def test_excludes_and_balloon(host, tmp_path):
+    ct = host.containers[1]
+    d = director(tmp_path / "fd")
+    result = d.backup(line(host, exclude="*.bin"), fd_plugin_options=job_options(
+        ct, excluded_backup_paths="'/var/many,/deep'"))
+    assert result.status == "T", result.report()
+    files, _ = stored(tmp_path / "fd", result.jobid)
+    assert not [n for n in files if "/var/many" in n or "/deep" in n or n.endswith(".bin")]
+    assert fs_name(ct, b"var") in files and fs_name(ct, b"etc/hostname") in files
+
+
+def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path):
+    """kill -9 of the FD after the snapshot and mount: the next job merges the
+    snapshot back, removes the mount and says so."""
+    sandbox = fresh_host
+    ct = sandbox.containers[0]
+    from vz7native.host import status
+    sandbox.stage(ct, status.RUNNING)
+    d = director(tmp_path / "fd")
+    with d.file_daemon() as fd:
+        job = fd.start_backup(line(sandbox), fd_plugin_options=job_options(ct))
+        target = sandbox.host.real(os.path.join(b"/mnt/bareos", ct.uuid.encode()))
+        deadline = __import__("time").monotonic() + 60
+        while not procfs.mounts_at(target):
+            assert __import__("time").monotonic() < deadline
+            __import__("time").sleep(0.05)
+        os.kill(fd.pid, 9)
+        job.wait()
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        assert len(disk.snapshots) == 2  # the crashed job's snapshot is still there
+    result = d.backup(line(sandbox), fd_plugin_options=job_options(ct))
+    assert result.status == "T", result.report()
+    cleaned = [m for m in result.messages("M_INFO") if "merged back" in m]
+    assert cleaned, result.report()
+    assert_nothing_left(sandbox, ct)
