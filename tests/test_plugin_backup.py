@@ -295,3 +295,113 @@ def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path):
     cleaned = [m for m in result.messages("M_INFO") if "merged back" in m]
     assert cleaned, result.report()
     assert_nothing_left(sandbox, ct)
+
+
+
+def odd_tree(root, seed):
+    """What a StatPacket cannot hold: times before 1970 and after 2106 with
+    nanoseconds, ids above 2^31."""
+    root = os.fsencode(root)
+    for name, seconds in ODD_TIMES:
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(name)
+        os.utime(os.path.join(root, name), ns=(seconds * 10 ** 9 + 123456789,
+                                               seconds * 10 ** 9 + 987654321))
+    with open(os.path.join(root, b"bigid"), "wb") as f:
+        f.write(b"uid")
+    os.chown(os.path.join(root, b"bigid"), 4294967294, 4294967293)
+
+
+ODD_TIMES = ((b"y1901", -2147483648), (b"y1960", -315619200), (b"minus1", -1),
+             (b"y2100", 4102444800), (b"y2446", 15191013600))
+
+
+def many_links_tree(root, seed):
+    root = os.fsencode(root)
+    with open(os.path.join(root, b"0"), "wb") as f:
+        f.write(b"many links")
+    for n in range(1, LINKS):
+        os.link(os.path.join(root, b"0"), os.path.join(root, b"%d" % n))
+
+
+LINKS = 32769  # one more than a signed 16-bit link count holds
+
+
+def backup_and_picture(tmp_path, tree_builder, versions):
+    """Back a one-container sandbox built by ``tree_builder`` up on each Bareos
+    version; yield (version, stored files, picture of the image, container)."""
+    from vz7native import mount as mount_room
+    sandbox = Sandbox.build(str(tmp_path / "root"), count=1, seed=1, running=(),
+                            tree_builder=tree_builder, disk_size=256 << 20)
+    try:
+        ct = sandbox.containers[0]
+        view = os.path.join(os.fsencode(str(tmp_path)), b"view")
+        os.mkdir(view)
+        with mount_room.mount_readonly(ct.disk_descriptor, view, backend="portable"):
+            picture = tree_picture(view)
+        for version in versions:
+            workdir = tmp_path / ("fd%d" % version)
+            result = director(workdir, version).backup(line(sandbox),
+                                                       fd_plugin_options=job_options(ct))
+            assert result.status == "T", result.report()
+            assert not result.warnings, result.warnings
+            yield version, stored(workdir, result.jobid)[0], picture, ct
+    finally:
+        sandbox.close()
+
+
+def test_times_and_ids_a_statpacket_cannot_hold_are_carried_exactly(tmp_path):
+    for version, files, picture, ct in backup_and_picture(tmp_path, odd_tree, (23, 25)):
+        for rel in [name for name, _ in ODD_TIMES] + [b"bigid"]:
+            entry, facts = files[fs_name(ct, rel)], picture[rel]
+            assert (entry.exact.mtime_ns, entry.exact.uid, entry.exact.gid) == (
+                facts["mtime_ns"], facts["uid"], facts["gid"]), rel
+            seconds = facts["mtime_ns"] // 10 ** 9
+            if version < 25:  # unsigned 32 bits: the nearest value, never a wrapped one
+                assert entry.stat["mtime"] == min(max(seconds, 0), 2 ** 32 - 1), rel
+            else:
+                assert entry.stat["mtime"] == seconds, rel
+
+
+def test_more_hard_links_than_the_catalog_counts(tmp_path):
+    for version, files, picture, ct in backup_and_picture(tmp_path, many_links_tree, (23,)):
+        group = [e for n, e in files.items()
+                 if n.startswith(fs_name(ct, b"") + "/") and e.type != FT["FT_DIREND"]
+                 and "lost+found" not in n]
+        assert len(group) == LINKS
+        assert sum(e.type != FT["FT_LNKSAVED"] for e in group) == 1
+        assert all(e.exact.nlink == LINKS and e.stat["nlink"] == 0x7FFF for e in group)
+
+
+def test_a_container_in_transition_is_refused(fresh_host, tmp_path):
+    ct = fresh_host.containers[0]
+    fresh_host.stage(ct, "starting")
+    try:
+        result = director(tmp_path / "fd").backup(line(fresh_host),
+                                                  fd_plugin_options=job_options(ct))
+    finally:
+        fresh_host.stage(ct, "stopped")
+    assert result.status == "f"
+    fatals = [m for m in result.messages("M_FATAL") if "vz7:" in m]
+    assert len(fatals) == 1 and "transitional" in fatals[0], result.report()
+    assert_nothing_left(fresh_host, ct)
+
+
+@pytest.mark.parametrize("state", ["running", "stopped"])
+def test_user_snapshots_neither_block_nor_change(fresh_host, tmp_path, state):
+    ct = fresh_host.containers[0]
+    fresh_host.stage(ct, state)
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        mine = disk.create_snapshot()
+        before = [(s.guid, s.parent_guid) for s in disk.snapshots]
+    try:
+        result = director(tmp_path / "fd").backup(line(fresh_host),
+                                                  fd_plugin_options=job_options(ct))
+        assert result.status == "T", result.report()
+        with ploop.Disk.open(ct.disk_descriptor) as disk:
+            assert [(s.guid, s.parent_guid) for s in disk.snapshots] == before
+        assert ploop_check(ct.disk_descriptor) == 0
+    finally:
+        with ploop.Disk.open(ct.disk_descriptor) as disk:
+            disk.delete_snapshot(mine)
+        fresh_host.stage(ct, "stopped")
