@@ -39,7 +39,7 @@ import json
 import os
 import time
 
-from vz7native import mount, ploop
+from vz7native import mount, ploop, procfs
 from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, find_blockers)
 from vz7native.image import ImageError, read_descriptor
 from vz7native.paths import DESCRIPTOR_NAME, show
@@ -162,9 +162,7 @@ def cleanup_container(host, ct, mount_target=None):
 
 
 def _mounted_at(target):
-    from vz7native import procfs
-    real = os.path.realpath(target)
-    return any(m.mount_point == real for m in procfs.mounts())
+    return bool(procfs.mounts_at(target))
 
 
 class BackupSession(object):
