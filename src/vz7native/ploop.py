@@ -73,12 +73,17 @@ def build_info():
 
     return {
         "package_version": text(lib.VZ7N_PACKAGE_VERSION),
-        "libploop_version": text(lib.VZ7N_LIBPLOOP_VERSION),
         "header": text(lib.VZ7N_HEADER_PATH),
         "flavor": text(lib.VZ7N_HEADER_FLAVOR),
+        "header_version": text(lib.VZ7N_HEADER_VERSION),
+        "library_dir": text(lib.VZ7N_LIBRARY_DIR),
+        "linked_library": text(lib.VZ7N_LINKED_LIBRARY),
+        "libploop_version": text(lib.VZ7N_LIBPLOOP_VERSION),
+        "library": text(lib.vz7n_library_path()),
         "read_dd": bool(lib.VZ7N_HAVE_READ_DD),
         "fslabel": bool(lib.VZ7N_HAVE_FSLABEL),
         "cbt": bool(lib.VZ7N_HAVE_CBT),
+        "get_part": bool(lib.VZ7N_HAVE_GET_PART),
     }
 
 
