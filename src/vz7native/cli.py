@@ -105,6 +105,12 @@ def cmd_info(args, ploop):
         descriptor = vdisk.descriptor
         top = vdisk.deltas[0]
         base = vdisk.deltas[-1]
+    snapshots = []
+    for shot in descriptor.snapshots:
+        guid = descriptor.resolve_guid(shot.guid)
+        snapshots.append(_snapshot_dict(ploop.Snapshot(
+            shot.guid, shot.parent_guid, shot.temporary, descriptor.images[guid].file,
+            guid == descriptor.top_guid)))
     device = ploop.device_of_base_delta(base.file)
     info = {
         "descriptor": _fs(descriptor.path),
@@ -116,11 +122,7 @@ def cmd_info(args, ploop):
         "top_delta": _fs(top.file),
         "base_delta": _fs(base.file),
         "images": {g: _fs(e.file) for g, e in descriptor.images.items()},
-        "snapshots": [_snapshot_dict(ploop.Snapshot(
-            s.guid, s.parent_guid, s.temporary,
-            descriptor.images[descriptor.resolve_guid(s.guid)].file,
-            descriptor.resolve_guid(s.guid) == descriptor.top_guid))
-            for s in descriptor.snapshots],
+        "snapshots": snapshots,
         "device": _fs(device),
         "mount_point": _fs(ploop.mount_point_of_device(device)) if device else None,
     }
