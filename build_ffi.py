@@ -8,6 +8,14 @@ layout, and constants come from the header. What exists in one version only is
 reached through small C shims whose bodies are chosen by macros set after
 reading the header here.
 
+Which libploop: the system's by default. ``VZ7NATIVE_PLOOP_PREFIX=/opt/x`` takes
+the header from ``/opt/x/include`` and the library from ``/opt/x/lib64`` or
+``/opt/x/lib``, and records that directory as the module's run-time path;
+``VZ7NATIVE_PLOOP_INCLUDE`` and ``VZ7NATIVE_PLOOP_LIBDIR`` set either part
+alone. Before building, a small program is linked against the chosen header and
+library and asked which library file the loader takes: a library that lacks
+what the header declares stops the build here, not at import.
+
 ``make_walk_ffibuilder`` builds ``vz7native._walk``, the directory walker's
 core (getdents64 + fstatat). It neither includes the libploop header nor links
 libploop, so the walker works on a host without them.
@@ -17,7 +25,11 @@ Both are functions, called by setuptools (``cffi_modules``) or directly
 """
 import os
 import re
+import shlex
+import shutil
 import subprocess
+import sysconfig
+import tempfile
 
 from cffi import FFI
 
@@ -26,9 +38,10 @@ HEADER_NAME = "ploop/libploop.h"
 MISSING_HEADER_HELP = (
     "cannot find <ploop/libploop.h>: install the libploop headers first "
     "(Debian/Ubuntu: apt-get install libploop-dev; Virtuozzo 7/CentOS 7: "
-    "yum install ploop-devel), or point VZ7NATIVE_PLOOP_INCLUDE at the "
-    "directory that holds ploop/libploop.h"
+    "yum install ploop-devel), or point VZ7NATIVE_PLOOP_PREFIX at the "
+    "prefix it is installed in (PREFIX/include/ploop/libploop.h)"
 )
+LIBRARY_NAME = "libploop.so"
 
 
 def _package_version():
@@ -40,10 +53,16 @@ def _package_version():
     return match.group(1)
 
 
+def _prefix():
+    return os.environ.get("VZ7NATIVE_PLOOP_PREFIX", "")
+
+
 def _include_dirs():
     dirs = []
     if os.environ.get("VZ7NATIVE_PLOOP_INCLUDE"):
         dirs.append(os.environ["VZ7NATIVE_PLOOP_INCLUDE"])
+    elif _prefix():
+        dirs.append(os.path.join(_prefix(), "include"))
     dirs.extend(d for d in os.environ.get("CPATH", "").split(":") if d)
     dirs.extend(["/usr/local/include", "/usr/include"])
     return dirs
@@ -58,17 +77,27 @@ def find_header():
     raise SystemExit("vz7native build: " + MISSING_HEADER_HELP)
 
 
-def _libploop_version(include_dir):
-    """The ploop package version pkg-config reports, or "" when unknown."""
-    try:
-        out = subprocess.run(
-            ["pkg-config", "--modversion", "ploop"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            universal_newlines=True, check=False,
-        )
-    except OSError:
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+def find_library_dir():
+    """The directory to link libploop from and to record as the run-time path,
+    or None for the linker's and the loader's default search."""
+    if os.environ.get("VZ7NATIVE_PLOOP_LIBDIR"):
+        candidates = [os.environ["VZ7NATIVE_PLOOP_LIBDIR"]]
+    elif _prefix():
+        candidates = [os.path.join(_prefix(), d) for d in ("lib64", "lib")]
+    else:
+        return None
+    for directory in candidates:
+        if os.path.exists(os.path.join(directory, LIBRARY_NAME)):
+            return os.path.abspath(directory)
+    raise SystemExit("vz7native build: no %s in %s (VZ7NATIVE_PLOOP_PREFIX / "
+                     "VZ7NATIVE_PLOOP_LIBDIR)" % (LIBRARY_NAME, " or ".join(candidates)))
+
+
+def library_version(path):
+    """"7.0.280" for .../libploop.so.7.0.280 (symbolic links followed), or ""."""
+    match = re.match(r"^libploop\.so\.(\d+(?:\.\d+)*)$",
+                     os.path.basename(os.path.realpath(path)))
+    return match.group(1) if match else ""
 
 
 def header_features(text):
@@ -89,6 +118,74 @@ def sysexit_names(text):
     """SYSEXIT_* names declared by this header (1..43 in 1.15, up to 46 in 7.0.x)."""
     return [n for n in re.findall(r"\b(SYSEXIT_[A-Z0-9_]+)\b", text)
             if not n.startswith("SYSEXIT_RESERVED")]
+
+
+# Everything the shims below call that only one version has, so linking this
+# proves the library offers what the header declares.
+PROBE_SOURCE = r"""
+#include <ploop/libploop.h>
+
+int main(void)
+{
+    void *volatile used[] = {
+        (void *)ploop_open_dd,
+#if VZ7N_HAVE_READ_DD
+        (void *)ploop_read_dd,
+#else
+        (void *)ploop_read_disk_descr, (void *)ploop_free_diskdescriptor,
+#endif
+#if VZ7N_HAVE_GET_PART
+        (void *)ploop_get_part,
+#else
+        (void *)ploop_get_partition_by_mnt,
+#endif
+    };
+    return used[0] == 0;
+}
+"""
+
+
+def _compiler():
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+def probe_library(include_dir, library_dir, features):
+    """Link and load a program against the chosen header and libploop; return
+    the path of the libploop file the loader takes (as it opened it).
+
+    Stops the build when the library lacks a function the header declares (a
+    7.0.x header in front of a 1.15 library, say), naming where it looked.
+    """
+    work = tempfile.mkdtemp(prefix="vz7native-probe-")
+    try:
+        source, program = os.path.join(work, "probe.c"), os.path.join(work, "probe")
+        with open(source, "w") as f:
+            f.write(PROBE_SOURCE)
+        argv = _compiler() + ["-o", program, source, "-I", include_dir]
+        argv += ["-D%s=%d" % (k, v) for k, v in sorted(features.items())]
+        if library_dir is not None:
+            argv += ["-L", library_dir, "-Wl,-rpath," + library_dir]
+        argv += shlex.split(os.environ.get("LDFLAGS", "")) + ["-lploop"]
+        link = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True)
+        if link.returncode != 0:
+            raise SystemExit(
+                "vz7native build: the libploop found %s does not match %s/%s (%s):\n%s\n"
+                "Build against the library that belongs to this header: set "
+                "VZ7NATIVE_PLOOP_PREFIX (or VZ7NATIVE_PLOOP_LIBDIR) to where it is installed."
+                % ("in " + library_dir if library_dir else "by the linker's default search",
+                   include_dir, HEADER_NAME, " ".join(argv), link.stdout.strip()))
+        # glibc's loader lists what it would load and exits (what ldd does).
+        trace = subprocess.run([program], env=dict(os.environ, LD_TRACE_LOADED_OBJECTS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               universal_newlines=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    match = re.search(r"^\s*libploop\.so\S*\s+=>\s+(\S+)", trace.stdout, re.M)
+    if trace.returncode != 0 or match is None:
+        raise SystemExit("vz7native build: the probe linked against libploop cannot "
+                         "load it:\n" + trace.stdout.strip())
+    return match.group(1)
 
 
 def _unique(seq):
@@ -197,12 +294,16 @@ void ploop_set_verbose_level(int level);
 
 /* Facts recorded at build time. */
 static const char *const VZ7N_PACKAGE_VERSION;
-static const char *const VZ7N_LIBPLOOP_VERSION;
 static const char *const VZ7N_HEADER_PATH;
 static const char *const VZ7N_HEADER_FLAVOR;
+static const char *const VZ7N_HEADER_VERSION;
+static const char *const VZ7N_LIBRARY_DIR;
+static const char *const VZ7N_LINKED_LIBRARY;
+static const char *const VZ7N_LIBPLOOP_VERSION;
 static const int VZ7N_HAVE_READ_DD;
 static const int VZ7N_HAVE_FSLABEL;
 static const int VZ7N_HAVE_CBT;
+static const int VZ7N_HAVE_GET_PART;
 
 /* Shims over what differs between 1.15 and 7.0.x, and process-wide helpers. */
 int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path);
@@ -211,42 +312,51 @@ int vz7n_set_snapshot_cbt(struct ploop_snapshot_param *param, char *cbt_uuid);
 int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
         const char *mount_point, char *out, int len);
 void vz7n_clear_last_error(void);
+const char *vz7n_library_path(void);
 void vz7n_serial_lock(void);
 void vz7n_serial_unlock(void);
 """
 
 SOURCE_TEMPLATE = r"""
+#include <dlfcn.h>
 #include <string.h>
 #include <pthread.h>
 #include <ploop/libploop.h>
 
 static const char *const VZ7N_PACKAGE_VERSION = "%(package_version)s";
-static const char *const VZ7N_LIBPLOOP_VERSION = "%(libploop_version)s";
 static const char *const VZ7N_HEADER_PATH = "%(header_path)s";
 static const char *const VZ7N_HEADER_FLAVOR = "%(flavor)s";
+static const char *const VZ7N_HEADER_VERSION = "%(header_version)s";
+static const char *const VZ7N_LIBRARY_DIR = "%(library_dir)s";
+static const char *const VZ7N_LINKED_LIBRARY = "%(linked_library)s";
+static const char *const VZ7N_LIBPLOOP_VERSION = "%(libploop_version)s";
 
-/* Re-read DiskDescriptor.xml (at path, di's own file) into di. 1.15 has no
- * ploop_read_dd, but every locked getter re-reads the descriptor. It reports a
- * descriptor it cannot parse as a lock failure, so on that failure the file is
- * parsed on its own (that parser answers -1 and leaves its message) to tell a
- * broken descriptor (SYSEXIT_DISKDESCR) from a lock that was not granted. */
+/* Re-read DiskDescriptor.xml (at path, di's own file) into di. 7.x's
+ * ploop_read_dd answers -1 (with its message) for a descriptor it cannot parse.
+ * 1.15 has no ploop_read_dd, but every locked getter re-reads the descriptor;
+ * it reports one it cannot parse as a lock failure, so on that failure the file
+ * is parsed on its own (that parser also answers -1) to tell a broken
+ * descriptor from a lock that was not granted. Either -1 becomes
+ * SYSEXIT_DISKDESCR, the code the ploop tool gives for it. */
 int vz7n_read_dd(struct ploop_disk_images_data *di, const char *path)
 {
+    int rc;
 #if VZ7N_HAVE_READ_DD
     (void)path;
-    return ploop_read_dd(di);
+    rc = ploop_read_dd(di);
 #else
     struct ploop_disk_images_data *parsed = NULL;
     char buf[4096];
-    int rc = ploop_get_top_delta_fname(di, buf, sizeof(buf));
-    if (rc != SYSEXIT_LOCK)
-        return rc;
-    if (ploop_read_disk_descr(&parsed, path) != 0)
-        rc = SYSEXIT_DISKDESCR;
-    if (parsed != NULL)
-        ploop_free_diskdescriptor(parsed);
-    return rc;
+    rc = ploop_get_top_delta_fname(di, buf, sizeof(buf));
+    if (rc == SYSEXIT_LOCK) {
+        int parse_rc = ploop_read_disk_descr(&parsed, path);
+        if (parse_rc != 0)
+            rc = parse_rc;
+        if (parsed != NULL)
+            ploop_free_diskdescriptor(parsed);
+    }
 #endif
+    return rc == -1 ? SYSEXIT_DISKDESCR : rc;
 }
 
 /* 0 when set, -1 when this libploop has no filesystem labels. */
@@ -296,6 +406,16 @@ void vz7n_clear_last_error(void)
         buf[0] = '\0';
 }
 
+/* The file libploop was loaded from, as the loader opened it ("" if unknown). */
+const char *vz7n_library_path(void)
+{
+    Dl_info info;
+
+    if (dladdr((void *)ploop_open_dd, &info) == 0 || info.dli_fname == NULL)
+        return "";
+    return info.dli_fname;
+}
+
 /* One lock for the whole process, shared by every Python sub-interpreter,
  * for the libploop operations that touch process-wide state. */
 static pthread_mutex_t vz7n_serial_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -325,6 +445,8 @@ def make_ffibuilder():
     if not names:
         raise SystemExit("vz7native build: no SYSEXIT_* codes in %s" % header_path)
     flavor = "vz7" if features["VZ7N_HAVE_READ_DD"] else "openvz"
+    library_dir = find_library_dir()
+    linked_library = probe_library(include_dir, library_dir, features)
 
     ffibuilder = FFI()
     ffibuilder.cdef(CDEF_TEMPLATE % {"sysexit": ", ".join(names)})
@@ -332,12 +454,18 @@ def make_ffibuilder():
         "vz7native._ploop",
         SOURCE_TEMPLATE % {
             "package_version": _c_string(_package_version()),
-            "libploop_version": _c_string(_libploop_version(include_dir)),
             "header_path": _c_string(header_path),
             "flavor": flavor,
+            "header_version": "7.0.x" if flavor == "vz7" else "1.x",
+            "library_dir": _c_string(library_dir or ""),
+            "linked_library": _c_string(linked_library),
+            "libploop_version": _c_string(library_version(linked_library)),
         },
         include_dirs=[] if include_dir == "/usr/include" else [include_dir],
-        libraries=["ploop", "pthread"],
+        library_dirs=[library_dir] if library_dir else [],
+        runtime_library_dirs=[library_dir] if library_dir else [],
+        # dladdr() is in libdl before glibc 2.34 (CentOS 7 has 2.17).
+        libraries=["ploop", "pthread", "dl"],
         # One build per Python: the 3.6 and 3.11 builds must not share a file name.
         py_limited_api=False,
         define_macros=[(k, "1" if v else "0") for k, v in sorted(features.items())],

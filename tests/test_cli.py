@@ -135,6 +135,54 @@ def test_missing_descriptor(tmp_path):
     assert rc == 39 and "(SYSEXIT_DISKDESCR)" in err and out == ""
 
 
+@pytest.mark.parametrize("command", ["snapshot-list", "snapshot", "info"])
+def test_unparsable_descriptor_exits_with_sysexit_diskdescr(tmp_path, command):
+    # libploop's parser answers -1 (7.x passes it on); the documented exit is 39.
+    dd = tmp_path / "DiskDescriptor.xml"
+    dd.write_bytes(b"this is not xml at all")
+    rc, out, err = run(command, dd)
+    assert rc == 39, err
+    # libxml2 prints its parser's complaint first, on stderr, in both versions.
+    assert out == "" and err.splitlines()[-1].startswith("vz7ploop: cannot ")
+    assert str(dd) in err.splitlines()[-1]
+
+
+def _state_of(directory):
+    """{name: (bytes, mtime_ns)} of every file in ``directory``."""
+    state = {}
+    for name in os.listdir(str(directory)):
+        path = os.path.join(str(directory), name)
+        with open(path, "rb") as f:
+            state[name] = (f.read(), os.stat(path).st_mtime_ns)
+    return state
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_info_reads_without_libploop_touching_the_image(tmp_path, version):
+    """`info` changes nothing (7.x's own `ploop info` rewrites v1 deltas as v2)
+    and takes no lock; format v2 needs no kernel support to be described."""
+    from vz7native import image
+
+    raw = tmp_path / "disk.raw"
+    with open(str(raw), "wb") as f:
+        f.truncate(64 * MiB)
+    directory = tmp_path / "ct"
+    image.import_raw(str(raw), str(directory), version=version)
+    if version == 1:    # libploop 1.15 takes v2 snapshots only with the driver's support
+        ok("snapshot", "-u", G1, directory)
+    before = _state_of(directory)
+    info = json.loads(ok("info", "--json", directory))
+    assert _state_of(directory) == before
+    assert info["format_version"] == version
+    assert (info["size"], info["cluster_size"], info["mode"]) == (64 * MiB, MiB, "expanded")
+    assert info["device"] is None and info["mount_point"] is None
+    guids = [s["guid"] for s in info["snapshots"]]
+    assert guids == ([G1, ploop.TOP_GUID] if version == 1 else [ploop.TOP_GUID])
+    assert info["snapshots"][-1]["current"] and info["top_guid"] == ploop.TOP_GUID
+    assert info["base_delta"] == os.path.join(str(directory), "root.hds")
+    assert set(info["images"].values()) == {s["file"] for s in info["snapshots"]}
+
+
 def test_usage_errors_exit_with_sysexit_param(dd, tmp_path):
     for args in (("init", "-s", "lots", tmp_path / "x.hds"),
                  ("snapshot-merge", "-u", G1, "-A", dd),

@@ -99,8 +99,15 @@ def test_an_empty_image_is_byte_identical_to_libploops(tmp_path, version, size):
     with open(str(raw), "wb") as f:
         f.truncate(int(size[:-1]) << {"K": 10, "M": 20, "G": 30}[size[-1]])
     image.import_raw(str(raw), str(ours), version=version)
-    for name in ("DiskDescriptor.xml", "root.hds"):
-        assert filecmp.cmp(str(ours / name), str(theirs / name), shallow=False), name
+    assert filecmp.cmp(str(ours / "root.hds"), str(theirs / "root.hds"), shallow=False)
+    # The descriptors differ only in the root element's name, which says which
+    # libploop wrote it (1.x Parallels_, 7.x Virtuozzo_disk_image); both read either.
+    our_root = image.read_descriptor(str(ours)).root
+    their_root = image.read_descriptor(str(theirs)).root
+    assert their_root in ("Parallels_disk_image", "Virtuozzo_disk_image")
+    ours_text = (ours / "DiskDescriptor.xml").read_bytes()
+    theirs_text = (theirs / "DiskDescriptor.xml").read_bytes()
+    assert ours_text == theirs_text.replace(their_root.encode(), our_root.encode())
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -111,8 +118,8 @@ def test_libploop_checks_and_converts_back_what_we_import(tmp_path, disks, versi
     assert filecmp.cmp(raw, disks["old"], shallow=False)
 
 
-@pytest.mark.parametrize("damage", sorted(set(DAMAGES) - {"descriptor size", "partial cluster"}))
-def test_libploop_also_rejects_what_verify_reports(tmp_path, damage):
+def damaged_image(tmp_path, damage):
+    """A pattern disk imported and then damaged as DAMAGES says; returns (raw, dd, delta)."""
     raw = str(tmp_path / "disk.raw")
     write_pattern_disk(raw, 48 * MiB, [0, 1, 2, 5, 20, 21, 22, 23, 47])
     dd = image.import_raw(raw, str(tmp_path / "img"))
@@ -120,8 +127,29 @@ def test_libploop_also_rejects_what_verify_reports(tmp_path, damage):
     action, reported, _ = DAMAGES[damage]
     action(delta, dd)
     assert any(reported in p for p in image.verify(dd).problems)
+    return raw, dd, delta
+
+
+@pytest.mark.parametrize("damage", sorted(set(DAMAGES) - {
+    "descriptor size", "partial cluster", "sparse"}))
+def test_libploop_also_rejects_what_verify_reports(tmp_path, damage):
+    _, _, delta = damaged_image(tmp_path, damage)
     rc, output = run_ploop("check", "-r", "-f", "-c", delta, check=False)
     assert rc != 0, output
+
+
+def test_libploop_fills_the_holes_verify_reports(tmp_path):
+    """A sparse delta: 1.15's read-only check refuses it, 7.x's accepts it (7.x
+    can create sparse images). Both fill the holes on request (-S); the delta
+    then passes both checks and still holds the same disk."""
+    raw, dd, delta = damaged_image(tmp_path, "sparse")
+    run_ploop("check", "-f", "-S", delta)
+    assert image.verify(dd).ok, image.verify(dd).problems
+    check_deltas([delta])
+    # The hole punched at 64 KiB of the file lies in the BAT's zero padding,
+    # so the disk reads as before.
+    with image.open_virtual_disk(dd) as vdisk, open(raw, "rb") as f:
+        assert vdisk.read(0, vdisk.size) == f.read()
 
 
 # -- snapshots ----------------------------------------------------------------------

@@ -28,9 +28,14 @@ def _check_build(module, ffi, lib):
 def build_info():
     """What the compiled libploop binding was built against (a dict of str/bool).
 
-    Keys: ``package_version``, ``libploop_version`` (as pkg-config reported it,
-    may be empty), ``header`` (path of libploop.h), ``flavor`` (``"vz7"`` for a
-    7.0.x header, ``"openvz"`` for 1.x), ``read_dd``, ``fslabel``, ``cbt``.
+    Keys: ``package_version``; ``header`` (path of the libploop.h compiled
+    against), ``flavor`` (``"vz7"`` for a 7.0.x header, ``"openvz"`` for 1.x) and
+    ``header_version`` (``"7.0.x"`` or ``"1.x"``), both told by the header;
+    ``library_dir`` (the run-time path the build recorded, ``""`` for the
+    system's search), ``linked_library`` (the libploop file the build linked and
+    loaded) and ``libploop_version`` (from that file's name, e.g. ``"1.15"``,
+    ``""`` if it has none); ``library`` (the file this process loaded it from);
+    the shims' choices ``read_dd``, ``fslabel``, ``cbt``, ``get_part``.
     """
     from vz7native import ploop
 

@@ -96,22 +96,36 @@ def cmd_snapshot_switch(args, ploop):
 
 
 def cmd_info(args, ploop):
-    with ploop.Disk.open(args.dd) as disk:
-        device = disk.device()
-        info = {
-            "descriptor": _fs(disk.path),
-            "size": disk.size,
-            "cluster_size": disk.cluster_size,
-            "format_version": disk.format_version,
-            "mode": disk.mode,
-            "top_guid": disk.top_guid,
-            "top_delta": _fs(disk.top_delta),
-            "base_delta": _fs(disk.base_delta),
-            "images": {g: _fs(f) for g, f in disk.images.items()},
-            "snapshots": [_snapshot_dict(s) for s in disk.snapshots],
-            "device": _fs(device),
-            "mount_point": _fs(disk.mount_point()) if device else None,
-        }
+    """Read through vz7native.image (descriptor and delta headers) and look the
+    device up in sysfs: nothing here locks or writes the image (libploop 7.x
+    rewrites v1 deltas as v2 when it mounts a disk to tell about it)."""
+    from vz7native import image
+
+    with image.open_virtual_disk(args.dd) as vdisk:
+        descriptor = vdisk.descriptor
+        top = vdisk.deltas[0]
+        base = vdisk.deltas[-1]
+    snapshots = []
+    for shot in descriptor.snapshots:
+        guid = descriptor.resolve_guid(shot.guid)
+        snapshots.append(_snapshot_dict(ploop.Snapshot(
+            shot.guid, shot.parent_guid, shot.temporary, descriptor.images[guid].file,
+            guid == descriptor.top_guid)))
+    device = ploop.device_of_base_delta(base.file)
+    info = {
+        "descriptor": _fs(descriptor.path),
+        "size": descriptor.size,
+        "cluster_size": descriptor.cluster_size,
+        "format_version": top.version or 0,
+        "mode": descriptor.mode,
+        "top_guid": descriptor.top_guid,
+        "top_delta": _fs(top.file),
+        "base_delta": _fs(base.file),
+        "images": {g: _fs(e.file) for g, e in descriptor.images.items()},
+        "snapshots": snapshots,
+        "device": _fs(device),
+        "mount_point": _fs(ploop.mount_point_of_device(device)) if device else None,
+    }
     if args.json:
         _write(json.dumps(info, indent=2))
         return

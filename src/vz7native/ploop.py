@@ -29,6 +29,19 @@ Hazards of libploop handled here, once:
   buffer a call uses is held by a local variable until the call returns.
 * The module is loaded once per Bareos job in a fresh sub-interpreter: nothing
   is kept on ``ffi``/``lib``, functions are reached as ``lib.name``.
+
+What 7.0.x does that 1.15 does not, and no setting of libploop changes:
+
+* It rewrites v1 deltas as v2 before it sets up a device for a read-write
+  mount of the top without a component name, whether the mount then works or
+  not: :meth:`Disk.mount` (read-write, no ``component``), :meth:`Disk.resize`
+  and :meth:`Disk.filesystem_info` (both mount the disk when it is not).
+  Read-only mounts, mounts with a component name, snapshots and the lookups
+  leave the format alone.
+* Its device-mapper calls (``create_image`` with a filesystem, mounts) let
+  libdevmapper print to the process's stderr even with console logging off:
+  libploop offers no setting for it. In the Bareos file daemon that is the
+  daemon's stderr.
 """
 import collections
 import contextlib
@@ -73,12 +86,17 @@ def build_info():
 
     return {
         "package_version": text(lib.VZ7N_PACKAGE_VERSION),
-        "libploop_version": text(lib.VZ7N_LIBPLOOP_VERSION),
         "header": text(lib.VZ7N_HEADER_PATH),
         "flavor": text(lib.VZ7N_HEADER_FLAVOR),
+        "header_version": text(lib.VZ7N_HEADER_VERSION),
+        "library_dir": text(lib.VZ7N_LIBRARY_DIR),
+        "linked_library": text(lib.VZ7N_LINKED_LIBRARY),
+        "libploop_version": text(lib.VZ7N_LIBPLOOP_VERSION),
+        "library": text(lib.vz7n_library_path()),
         "read_dd": bool(lib.VZ7N_HAVE_READ_DD),
         "fslabel": bool(lib.VZ7N_HAVE_FSLABEL),
         "cbt": bool(lib.VZ7N_HAVE_CBT),
+        "get_part": bool(lib.VZ7N_HAVE_GET_PART),
     }
 
 
@@ -368,10 +386,15 @@ def _path_buffer(path):
 
 def normalize_guid(guid, func="normalize_guid"):
     """``{...}`` form of a GUID given with or without braces; ParamError if malformed."""
+    return "{%s}" % bare_guid(guid, func)
+
+
+def bare_guid(guid, func="bare_guid"):
+    """The GUID without braces (``xxxxxxxx-...``), as 7.x wants a CBT UUID."""
     match = _GUID_RE.match(guid) if isinstance(guid, str) else None
     if match is None:
         raise _param_error(func, "not a GUID: %r" % (guid,))
-    return "{%s}" % match.group(1)
+    return match.group(1)
 
 
 def _guid_buffer(guid):
@@ -652,14 +675,17 @@ class Disk(object):
         """Take a snapshot and return its GUID (generated when not given).
 
         The GUID names the frozen state; the live top keeps :data:`TOP_GUID`.
-        Online when the disk is mounted, offline otherwise.
+        Online when the disk is mounted, offline otherwise. ``cbt_uuid`` (with or
+        without braces; libploop 7.x only) names the changed-block-tracking
+        bitmap started with the snapshot.
         """
         guid = normalize_guid(guid, "create_snapshot") if guid else new_guid()
         param = ffi.new("struct ploop_snapshot_param *")
         guid_buf = _guid_buffer(guid)
         param.guid = guid_buf
         if cbt_uuid is not None:
-            cbt_buf = _guid_buffer(normalize_guid(cbt_uuid, "create_snapshot"))
+            # 7.x parses it with uuid_parse(): no braces.
+            cbt_buf = _guid_buffer(bare_guid(cbt_uuid, "create_snapshot"))
             if lib.vz7n_set_snapshot_cbt(param, cbt_buf) != 0:
                 raise _param_error("create_snapshot", "changed block tracking needs libploop 7.x")
         with self._lock:
@@ -755,6 +781,8 @@ class Disk(object):
 
         Returns a :class:`KernelMount`, a context manager that unmounts on exit.
         Use a ``component`` name to mount a snapshot beside the running container.
+        libploop 7.x converts v1 deltas to v2 on disk for a read-write mount of
+        the top without ``component``, before it knows whether the mount works.
         """
         handle = self._handle_for(component)
         param = ffi.new("struct ploop_mount_param *")
@@ -809,7 +837,11 @@ class Disk(object):
         return bool(os.statvfs(target).f_flag & os.ST_RDONLY)
 
     def resize(self, size, offline=False):
-        """Grow or shrink the disk (and its filesystem) to ``size`` bytes."""
+        """Grow or shrink the disk (and its filesystem) to ``size`` bytes.
+
+        libploop 7.x mounts a stopped disk read-write for it, which converts v1
+        deltas to v2 on disk, also when the resize then fails.
+        """
         param = ffi.new("struct ploop_resize_param *")
         param.size = _sectors(size, "resize")
         param.offline_resize = 1 if offline else 0
@@ -818,7 +850,13 @@ class Disk(object):
             _call("ploop_resize_image", self._di(), param, path=self.path)
 
     def filesystem_info(self):
-        """statfs-like :class:`FsInfo` of the disk's filesystem (mounts it if needed)."""
+        """statfs-like :class:`FsInfo` of the disk's filesystem (mounts it if needed).
+
+        libploop 7.x answers from its cached ``.statfs`` file when there is one;
+        otherwise it mounts the disk read-write, which converts v1 deltas to v2
+        on disk, also when the mount then fails. :mod:`vz7native.image` reads a
+        disk without changing it.
+        """
         info = ffi.new("struct ploop_info *")
         # Without a device 1.15 fails and leaves an empty "<delta>.mnt" directory.
         leftovers = [f + b".mnt" for f in self.images.values()
@@ -896,6 +934,18 @@ class TemporarySnapshot(KernelMount):
                 os.close(self.holder_fd)
                 self.holder_fd = -1
             self.disk.delete_snapshot(self.guid)
+
+
+def device_of_base_delta(base_delta):
+    """The ploop device (no component name) whose chain starts at ``base_delta``, or None.
+
+    Scans sysfs under libploop's global lock: no descriptor is read or locked
+    and nothing of the image is written.
+    """
+    buf = ffi.new("char[]", PATH_BUFFER_SIZE)
+    rc = _call("ploop_find_dev", ffi.NULL, _path_buffer(base_delta), buf, PATH_BUFFER_SIZE,
+               path=fspath(base_delta), ok=(0, 1))
+    return ffi.string(buf) if rc == 0 else None
 
 
 def device_of_mount_point(path):
