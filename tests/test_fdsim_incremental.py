@@ -109,7 +109,7 @@ def test_accurate_deleted_pass(setup):
     clock.now += 10
     # Job options, not FileSet options: a changed FileSet would force a Full
     incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:gone=/ctime")
-    assert incr.messages("M_INFO") == ["check_file /ctime"]
+    assert incr.plugin_messages("M_INFO") == ["check_file /ctime"]
     rows = director.files(incr.jobid)
     deleted = [r for r in rows if r["deleted"]]
     assert [(r["path"], r["fileindex"], r["size"], r["mtime"], r["ctime"]) for r in deleted] == [
@@ -118,7 +118,7 @@ def test_accurate_deleted_pass(setup):
     clock.now += 10
     again = director.backup(line, level="I", accurate=True,
                             run_plugin_options="python3:gone=/ctime")
-    assert again.messages("M_INFO") == []  # later accurate lists skip deleted records
+    assert again.plugin_messages("M_INFO") == []  # later accurate lists skip deleted records
 
 
 def test_accurate_compares_mtime_ctime_size(setup):
@@ -146,7 +146,7 @@ def test_check_file_seen_keeps_the_file(setup):
     clock.now += 10
     incr = director.backup(line, level="I", accurate=True,
                            run_plugin_options="python3:gone=/old:check=%d" % C.BRC["bRC_Seen"])
-    assert incr.messages("M_INFO") == ["check_file /old"]
+    assert incr.plugin_messages("M_INFO") == ["check_file /old"]
     assert not any(r["deleted"] for r in director.files(incr.jobid))
 
 
@@ -264,5 +264,5 @@ def test_since_api_is_refused_before_22_1(tmp_path, fdsim_plugin):
     director.backup(line)
     clock.now += 500
     incr = director.backup(line, level="I")
-    assert incr.messages("M_INFO") == ["SetValue rc=2 since=%d" % FULL_TIME]
+    assert incr.plugin_messages("M_INFO") == ["SetValue rc=2 since=%d" % FULL_TIME]
     assert saved(director, incr) == ["/new", "/ctime"]

@@ -67,7 +67,7 @@ def test_full_backup_and_restore(tmp_path, tree, version, io):
     backup = director.backup(line, fileset_options={"sparse": True, "hardlinks": True})
     # the non-UTF-8 name is skipped with an M_ERROR: OK with warnings
     assert backup.status == "W"
-    assert backup.messages("M_ERROR") == ["skipped %r: not a UTF-8 name or link target"
+    assert backup.plugin_messages("M_ERROR") == ["skipped %r: not a UTF-8 name or link target"
                                           % os.path.join(tree.encode(), b"K\xdcBLER.csv")]
     assert backup.files == 9
     where = str(tmp_path / "restored")

@@ -105,7 +105,7 @@ def test_cf_core_per_type(backed_up):
     assert stat.S_ISFIFO(fifo.st_mode) and fifo.st_uid == 0
     assert not os.path.lexists(base + "/chr")
     # regular files are opened through the plugin with mode 0 (§13)
-    assert "open %s/dir/file mode=0" % base in result.messages("M_INFO")
+    assert "open %s/dir/file mode=0" % base in result.plugin_messages("M_INFO")
 
 
 def test_cf_extract_order(backed_up):
@@ -117,7 +117,7 @@ def test_cf_extract_order(backed_up):
     assert result.calls[-8:] == [
         "create_file", "plugin_io(IO_OPEN)", "plugin_io(IO_WRITE)", "set_file_attributes",
         "plugin_io(IO_CLOSE)", "set_acl", "set_xattr", "end_restore_file"]
-    messages = result.messages("M_INFO")
+    messages = result.plugin_messages("M_INFO")
     assert "open %s/t/dir/file mode=600" % where in messages
     assert "attributes %s/t/dir/file open=True" % where in messages
 
@@ -127,7 +127,7 @@ def test_acl_and_xattr_of_directories_arrive_whatever_the_status(backed_up, stat
     director, where = backed_up
     result = director.restore(where=where, plugin_options="python3:status=%d" % C.CF[status],
                               select=["/t/dir/", "/t/sym"])
-    messages = result.messages("M_INFO")
+    messages = result.plugin_messages("M_INFO")
     assert "set_acl %s/t/dir" % where in messages  # the directory, maybe not even created
     assert not any(m.startswith("set_acl %s/t/sym" % where) for m in messages)
     assert ("attributes %s/t/dir open=False" % where in messages) == (status == "CF_CREATED")
@@ -158,13 +158,13 @@ def _line_of(director):
 def test_where_and_regexwhere(backed_up, tmp_path):
     director, where = backed_up
     plain = director.restore(where=where, select="/t/dir/file")
-    assert plain.messages("M_INFO")[:2] == [
+    assert plain.plugin_messages("M_INFO")[:2] == [
         "create %s/t/dir/file 0o100640" % where,
         "where=%r regexwhere=None var=%r,None replace=a" % (where, where)]
     target = str(tmp_path / "moved")
     regex = director.restore(regexwhere="!^/t/!%s/!" % target, select="/t/dir/file",
                              replace="ifnewer")
-    assert regex.messages("M_INFO")[:2] == [
+    assert regex.plugin_messages("M_INFO")[:2] == [
         "create %s/dir/file 0o100640" % target,
         "where=None regexwhere=None var=None,None replace=w"]
     assert os.path.isfile(target + "/dir/file")
@@ -272,7 +272,7 @@ def test_sparse_restore_seeks(tmp_path, fdsim_plugin, io):
     where = str(tmp_path / "r")
     restore = director.restore(where=where)
     assert restore.status == "T"
-    assert [m for m in restore.messages("M_INFO") if m.startswith("seek")] == [
+    assert [m for m in restore.plugin_messages("M_INFO") if m.startswith("seek")] == [
         "seek %d 0" % (3 * 262136)]
     with open(where + "/s", "rb") as f:
         assert f.read() == b"head" + b"\0" * (3 * 262136) + b"tail"
@@ -283,9 +283,9 @@ def test_select_paths_and_globs(backed_up):
     director, where = backed_up
     result = director.restore(where=where, select=["/t/dir"],
                               plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
-    created = sorted(m.split()[1] for m in result.messages("M_INFO") if m.startswith("create"))
+    created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
     assert created == [where + p for p in ("/t/dir", "/t/dir/file", "/t/dir/hard2")]
     result = director.restore(where=where, select=["/t/*i*"],
                               plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
-    created = sorted(m.split()[1] for m in result.messages("M_INFO") if m.startswith("create"))
+    created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
     assert created == [where + p for p in ("/t/dir", "/t/dir/file", "/t/dir/hard2", "/t/fifo")]

@@ -19,6 +19,9 @@ OK = C.BRC["bRC_OK"]
 ERROR = C.BRC["bRC_Error"]
 SEEN = C.BRC["bRC_Seen"]
 
+#: What python3-fd puts before the plugin's JobMessage and DebugMessage texts.
+PLUGIN_PREFIX = "python3-fd-mod: "
+
 STATUS_TEXT = {"T": "OK", "W": "OK -- with warnings", "E": "Error", "f": "Fatal error"}
 
 
@@ -197,8 +200,13 @@ class PluginCore(object):
             return OK
         return ERROR
 
+    def plugin_job_message(self, mtype, text):
+        """bareosfd.JobMessage: the job log shows the text after python3-fd's
+        ``python3-fd-mod: `` (§13)."""
+        self.job_message(mtype, PLUGIN_PREFIX + (text.decode("utf-8") if text else ""))
+
     def debug_message(self, level, text):
-        self.dmsg(level, "python3-fd-mod: " + (text.decode("utf-8") if text else ""))
+        self.dmsg(level, PLUGIN_PREFIX + (text.decode("utf-8") if text else ""))
 
     def register_events(self, events, register):
         return self.plugin.register_events(events, register)
