@@ -170,6 +170,17 @@ def test_where_and_regexwhere(backed_up, tmp_path):
     assert os.path.isfile(target + "/dir/file")
 
 
+@pytest.mark.parametrize("where", ["/", ""])
+def test_where_root_reaches_the_plugin_as_empty(backed_up, where):
+    """where=/ and an empty where mean "no prefix": the plugin sees rp.where and
+    GetValue(bVarWhere) as '', never '/' (§6, verified)."""
+    director, _ = backed_up
+    result = director.restore(where=where, select="/t/dir/file",
+                              plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
+    assert result.plugin_messages("M_INFO")[:2] == [
+        "create /t/dir/file 0o100640", "where='' regexwhere=None var='',None replace=a"]
+
+
 @pytest.mark.parametrize("replace, existing_mtime, created", [
     ("always", 1, True), ("never", 1, False), ("ifnewer", 1, True), ("ifnewer", 2000000000, False),
     ("ifolder", 1, False), ("ifolder", 2000000000, True)])

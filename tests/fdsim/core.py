@@ -49,6 +49,7 @@ class PluginCore(object):
         self.events = []
         self.warnings = []
         self.fileset_calls = []
+        self.where = _fd_where(spec)
         self.accurate = {}
         if spec.get("accurate_list_path"):
             self.accurate = _load_accurate(spec["accurate_list_path"])
@@ -154,7 +155,7 @@ class PluginCore(object):
         if var == v["bVarWorkingDir"]:
             return spec["working_directory"]
         if var == v["bVarWhere"]:
-            return spec.get("where")
+            return self.where
         if var == v["bVarExePath"]:
             return spec["exe_path"]
         if var == v["bVarVersion"]:
@@ -325,6 +326,16 @@ class PluginCore(object):
             "fileset_calls": self.fileset_calls, "crashed": self.crash,
             "bareos_version": str(self.version),
         }
+
+
+def _fd_where(spec):
+    """The where of the FD's restore command: ``where=/`` and an empty where mean
+    no prefix and reach the plugin as '' (§6, verified); None for regexwhere
+    restores and for backups."""
+    if spec.get("kind") != "restore" or spec.get("regexwhere"):
+        return None
+    where = spec.get("where") or ""
+    return "" if where == "/" else where
 
 
 def _load_accurate(path):

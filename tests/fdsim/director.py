@@ -410,8 +410,8 @@ class Director(object):
         ``jobid``: a JobId or a list of them (the latest version of each path
         over those jobs is restored); None restores the most recent backup of
         ``client`` + ``fileset_name`` (latest Full + Differential + Incrementals).
-        ``where`` / ``regexwhere`` (``!from!to!``; default where is
-        ``<workdir>/bareos-restores``); ``plugin_options``: the restore command's
+        ``where`` / ``regexwhere`` (``!from!to!``; where None is
+        ``<workdir>/bareos-restores``, ``"/"`` or ``""`` restore in place); ``plugin_options``: the restore command's
         ``pluginoptions=``; ``fd_plugin_options``: the restore Job's FD Plugin
         Options; ``replace``: always/ifnewer/ifolder/never; ``select``: None (all)
         or paths/globs (a selected directory brings its contents);
@@ -424,7 +424,7 @@ class Director(object):
                 parse_regexwhere(regexwhere)
             except WhereError as exc:
                 raise ValueError(str(exc))
-        elif not where:
+        elif where is None:
             where = os.path.join(self.workdir, "bareos-restores")
         if replace not in C.REPLACE:
             raise ValueError("replace: expected one of %s" % ", ".join(C.REPLACE))

@@ -64,12 +64,13 @@ def _split_unescaped(text, sep):
 
 
 def apply_where(name, where, rules):
-    """The name the core builds before create_file (§6)."""
+    """The name the core builds before create_file (§6); ``where`` is the FD's
+    (already '' for ``where=/``)."""
     if rules:
         for pattern, replacement, count in rules:
             name = pattern.sub(replacement, name, count=count)
         return name
-    if not where or where == "/":
+    if not where:
         return name
     where = where.rstrip("/")
     return where + name if name.startswith("/") else where + "/" + name
@@ -173,17 +174,17 @@ class _Restorer(object):
         fname = attrs["fname"]
         kind = attrs["type"]
         link = attrs["link"]
-        ofname = apply_where(fname, self.spec.get("where"), self.rules)
+        ofname = apply_where(fname, core.where, self.rules)
         olname = link
         if link and (kind == FT["FT_LNKSAVED"] or (
                 kind == FT["FT_LNK"] and self.spec.get("prefix_links") and link.startswith("/"))):
-            olname = apply_where(link, self.spec.get("where"), self.rules)
+            olname = apply_where(link, core.where, self.rules)
         rp = native.RestorePkt(
             stream=C.STREAM_UNIX_ATTRIBUTES, data_stream=attrs["data_stream"], type=kind,
             file_index=file_index, linkFI=attrs["link_fi"],
             uid=attrs["stat"]["uid"], statp=native.Stat(**attrs["stat"]), attrEX=None,
             ofname=ofname, olname=olname if kind in (FT["FT_LNK"], FT["FT_LNKSAVED"]) else "",
-            where=None if self.rules else self.spec.get("where"),
+            where=core.where,
             replace=ord(self.replace), original_file_name=fname,
             original_link_name=link if kind in (FT["FT_LNK"], FT["FT_LNKSAVED"]) else None)
         self.opened_fd = None
