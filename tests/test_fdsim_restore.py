@@ -128,16 +128,78 @@ def test_acl_and_xattr_of_directories_arrive_whatever_the_status(backed_up, stat
     result = director.restore(where=where, plugin_options="python3:status=%d" % C.CF[status],
                               select=["/t/dir/", "/t/sym"])
     messages = result.plugin_messages("M_INFO")
-    assert "set_acl %s/t/dir" % where in messages  # the directory, maybe not even created
+    assert "set_acl %s/t/dir/" % where in messages  # the directory, maybe not even created
     assert not any(m.startswith("set_acl %s/t/sym" % where) for m in messages)
-    assert ("attributes %s/t/dir open=False" % where in messages) == (status == "CF_CREATED")
+    assert ("attributes %s/t/dir/ open=False" % where in messages) == (status == "CF_CREATED")
     if status == "CF_ERROR":
         assert result.status == "W" and result.files == 0
-        assert ("Plugin createFile call failed. Returned CF_ERROR file=%s/t/dir" % where
+        assert ("Plugin createFile call failed. Returned CF_ERROR file=%s/t/dir/" % where
                 in result.messages("M_ERROR"))
     else:
         assert result.status == "T" and result.files == 4  # the dir brings its content
     assert not os.path.exists(where + "/t/dir/file")
+
+
+NAMES = virtual_plugin("""
+def fill(self, savepkt, name):
+    VirtualPlugin.fill(self, savepkt, name)
+    savepkt.type = bareosfd.FT_DIREND
+    savepkt.statp.st_mode = 0o40755
+    savepkt.link = name + "/"
+    savepkt.no_read = True
+
+def get_acl(self, acl):
+    acl.content = bytearray(b"acl")
+    return bareosfd.bRC_OK
+
+def get_xattr(self, xattr):
+    xattr.name, xattr.value = bytearray(b"user.a"), bytearray(b"1")
+    return bareosfd.bRC_OK
+
+def say(self, call, name):
+    bareosfd.JobMessage(bareosfd.M_INFO, "%s %s" % (call, name))
+
+def create_file(self, restorepkt):
+    self.restoring = restorepkt.ofname
+    self.say("create_file", restorepkt.ofname)
+    restorepkt.create_status = bareosfd.CF_EXTRACT  # so that IO_OPEN comes too
+    return bareosfd.bRC_OK
+
+def plugin_io(self, iop):
+    if iop.func == bareosfd.IO_OPEN:
+        self.say("IO_OPEN", iop.fname)
+    return bareosfd.bRC_OK
+
+def set_file_attributes(self, restorepkt):
+    self.say("set_file_attributes", restorepkt.ofname)
+    return bareosfd.bRC_OK
+
+def set_acl(self, acl):
+    self.say("set_acl", acl.fname)
+    return bareosfd.bRC_OK
+
+def set_xattr(self, xattr):
+    self.say("set_xattr", xattr.fname)
+    return bareosfd.bRC_OK
+
+def end_restore_file(self):
+    self.say("end_restore_file", self.restoring)
+    return bareosfd.bRC_OK
+""")
+
+
+def test_a_directory_is_restored_under_its_name_with_the_slash(tmp_path, fdsim_plugin):
+    """A directory's record is stored under its link: every packet of the restore
+    names it ``where + "/d/sub/"`` (§6 "Paths")."""
+    director = make_director(tmp_path / "fdsim")
+    director.backup(fdsim_plugin(NAMES, files="/d/sub"))
+    where = str(tmp_path / "restored")
+    result = director.restore(where=where)
+    assert result.status == "T"
+    name = where + "/d/sub/"
+    assert result.plugin_messages("M_INFO") == [
+        "create_file " + name, "IO_OPEN " + name, "set_file_attributes " + name,
+        "set_acl " + name, "set_xattr " + name, "end_restore_file " + name]
 
 
 @pytest.mark.root
@@ -295,8 +357,8 @@ def test_select_paths_and_globs(backed_up):
     result = director.restore(where=where, select=["/t/dir"],
                               plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
     created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
-    assert created == [where + p for p in ("/t/dir", "/t/dir/file", "/t/dir/hard2")]
+    assert created == [where + p for p in ("/t/dir/", "/t/dir/file", "/t/dir/hard2")]
     result = director.restore(where=where, select=["/t/*i*"],
                               plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
     created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
-    assert created == [where + p for p in ("/t/dir", "/t/dir/file", "/t/dir/hard2", "/t/fifo")]
+    assert created == [where + p for p in ("/t/dir/", "/t/dir/file", "/t/dir/hard2", "/t/fifo")]

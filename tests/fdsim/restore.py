@@ -171,7 +171,7 @@ class _Restorer(object):
 
     def attributes(self, attrs, file_index):
         core = self.core
-        fname = attrs["fname"]
+        fname = volume.stored_name(attrs)  # a directory's ends with "/" (§6)
         kind = attrs["type"]
         link = attrs["link"]
         ofname = apply_where(fname, core.where, self.rules)
@@ -325,7 +325,9 @@ class _CoreCreate(object):
         self.restorer = restorer
         self.core = restorer.core
         self.rp = rp
-        self.path = rp.ofname.encode("utf-8")
+        # The core's own calls take a directory's name without its trailing "/".
+        path = rp.ofname.encode("utf-8")
+        self.path = path.rstrip(b"/") or path
 
     def run(self):
         rp = self.rp
