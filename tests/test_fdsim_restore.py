@@ -243,6 +243,42 @@ def test_where_root_reaches_the_plugin_as_empty(backed_up, where):
         "create /t/dir/file 0o100640", "where='' regexwhere=None var='',None replace=a"]
 
 
+FIFO_WITH_DATA = virtual_plugin("""
+def fill(self, savepkt, name):
+    VirtualPlugin.fill(self, savepkt, name)
+    savepkt.type = bareosfd.FT_FIFO  # a FIFO whose data is read and restored
+    savepkt.statp.st_mode = 0o10640
+
+def create_file(self, restorepkt):
+    restorepkt.create_status = bareosfd.CF_CORE
+    return bareosfd.bRC_OK
+
+def plugin_io(self, iop):
+    if iop.flags & os.O_WRONLY:  # restore: nothing opens the FIFO, nothing blocks
+        if iop.func == bareosfd.IO_OPEN:
+            bareosfd.JobMessage(bareosfd.M_INFO, "open %s flags=%o mode=%o" % (
+                iop.fname, iop.flags, iop.mode))
+        return bareosfd.bRC_OK
+    if iop.func == bareosfd.IO_WRITE:
+        iop.status = iop.count
+        return bareosfd.bRC_OK
+    return VirtualPlugin.plugin_io(self, iop)
+""")
+
+
+def test_cf_core_fifo_is_made_then_opened_write_only(tmp_path, fdsim_plugin):
+    """FT_FIFO under CF_CORE: mkfifo, then IO_OPEN with O_WRONLY alone (no O_CREAT,
+    no O_TRUNC) and mode 0 (§6, verified)."""
+    director = make_director(tmp_path / "fdsim")
+    director.backup(fdsim_plugin(FIFO_WITH_DATA, files="/p/fifo"))
+    where = str(tmp_path / "restored")
+    result = director.restore(where=where)
+    assert result.status == "T"
+    assert stat.S_ISFIFO(os.lstat(where + "/p/fifo").st_mode)
+    assert result.plugin_messages("M_INFO") == ["open %s/p/fifo flags=%o mode=0"
+                                                % (where, os.O_WRONLY)]
+
+
 @pytest.mark.parametrize("replace, existing_mtime, created", [
     ("always", 1, True), ("never", 1, False), ("ifnewer", 1, True), ("ifnewer", 2000000000, False),
     ("ifolder", 1, False), ("ifolder", 2000000000, True)])

@@ -229,9 +229,8 @@ class _Restorer(object):
         # CF_EXTRACT and any other value: the core opens through the plugin
         return self.open_for_write(rp, 0o600)
 
-    def open_for_write(self, rp, mode):
-        error, self.opened_fd = self.core.plugin_open(
-            rp.ofname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    def open_for_write(self, rp, mode, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+        error, self.opened_fd = self.core.plugin_open(rp.ofname, flags, mode)
         if error:
             self.core.job_message(C.M["M_ERROR"], "Could not create %s: ERR=%s"
                                   % (rp.ofname, error))
@@ -353,7 +352,8 @@ class _CoreCreate(object):
             if kind == FT["FT_FIFO"]:
                 self._make_parents()
                 os.mkfifo(self.path, mode & 0o7777)
-                return self._open_through_plugin()
+                # the FIFO exists: opened for writing only, mode 0 (§6, verified)
+                return self.restorer.open_for_write(rp, 0, os.O_WRONLY)
             if kind == FT["FT_SPEC"]:
                 return self._special(mode)
             if kind == FT["FT_LNK"]:
