@@ -195,17 +195,26 @@ def test_directory_link_with_trailing_slash_is_stable(tmp_path, fdsim_plugin):
     assert incr.files == 0 and incr.messages("M_SKIPPED") == ["     Unchanged file skipped: /dir"]
 
 
-def test_directory_link_without_slash_changes_every_time(tmp_path, fdsim_plugin):
-    """§13: the dir is "changed" in every accurate run and its old dir/ entry is
-    reported deleted."""
+def test_directory_link_without_slash_is_catalogued_as_given(tmp_path, fdsim_plugin):
+    """§13: a link without the trailing slash is stored as that plain name; no
+    slash is added anywhere."""
+    director = make_director(tmp_path / "fdsim")
+    full = director.backup(fdsim_plugin(DIRECTORY, files="/dir", link="/dir"))
+    assert [r["path"] for r in director.files(full.jobid)] == ["/dir"]
+
+
+def test_directory_link_losing_its_slash_is_changed_and_the_old_entry_deleted(
+        tmp_path, fdsim_plugin):
+    """§13: looked up by its plain link, the directory is not found ("changed")
+    and its old dir/ entry is reported deleted."""
     clock = Clock(FULL_TIME)
     director = make_director(tmp_path / "fdsim", clock=clock)
-    line = fdsim_plugin(DIRECTORY, files="/dir", link="/dir")
+    line = fdsim_plugin(DIRECTORY, files="/dir")
     director.backup(line, accurate=True)
     clock.now += 10
-    incr = director.backup(line, level="I", accurate=True)
+    incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:link=/dir")
     rows = [(r["path"], r["deleted"]) for r in director.files(incr.jobid)]
-    assert rows == [("/dir/", 1), ("/dir/", 0)]  # the deleted marker has FileIndex 0
+    assert rows == [("/dir/", 1), ("/dir", 0)]  # the deleted marker has FileIndex 0
 
 
 def test_directory_without_link_is_a_director_error(tmp_path, fdsim_plugin):

@@ -374,16 +374,12 @@ class Director(object):
             elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
                 attrs = record.attributes()
                 kind = attrs["type"]
-                name = attrs["fname"]
-                if kind == C.FT["FT_DIREND"]:
-                    # Directories are cataloged under their link (§2.1, §13).
-                    name = attrs["link"] or ""
-                    if not name:
-                        _director_error(raw, "Path length is zero (directory %s)"
-                                        % attrs["fname"])
-                        continue
-                    if not name.endswith("/"):
-                        name += "/"
+                # Directories are cataloged under their link, as given (§2.1, §13).
+                name = volume.stored_name(attrs)
+                if not name:
+                    _director_error(raw, "Path length is zero (directory %s)"
+                                    % attrs["fname"])
+                    continue
                 deleted = kind == C.FT["FT_DELETED"]
                 row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
                        "path": name, "type": kind, "deleted": int(deleted),
