@@ -224,6 +224,24 @@ def test_directory_without_link_is_a_director_error(tmp_path, fdsim_plugin):
     assert result.messages("M_ERROR") == ["Path length is zero (directory /dir)"]
 
 
+def test_directory_without_link_leaves_a_nameless_row_sent_again(tmp_path, fdsim_plugin):
+    """§13: the empty-named row stays in the catalog; every later accurate job gets
+    it in its accurate list, sends the directory again and hits "Path length is
+    zero" again (job W)."""
+    clock = Clock(FULL_TIME)
+    director = make_director(tmp_path / "fdsim", clock=clock)
+    line = fdsim_plugin(DIRECTORY, files="/dir", link="")
+    full = director.backup(line, accurate=True)
+    assert [r["path"] for r in director.files(full.jobid)] == [""]
+    for _ in range(2):
+        clock.now += 10
+        incr = director.backup(line, level="I", accurate=True)
+        assert incr.status == "W" and incr.files >= 1
+        assert "Sent Accurate information for 1 files" in incr.messages("M_INFO")
+        assert "Path length is zero (directory /dir)" in incr.messages("M_ERROR")
+    assert director.restore(where=str(tmp_path / "r")).files == 0  # no node in the tree
+
+
 SINCE_API = TIMED.replace("entry_points(globals(), P)", """
 class Forcing(P):
     def __init__(self, plugindef):

@@ -185,6 +185,12 @@ class Catalog(object):
             latest[row["path"]] = row
         return {path: row for path, row in latest.items() if not row["deleted"]}
 
+    def restore_tree(self, jobids):
+        """The rows a restore can select: the latest versions, without the rows
+        that have no name (a directory saved with an empty link) -- the tree
+        has no node for them."""
+        return [row for row in self.latest_versions(jobids).values() if row["path"]]
+
     def accurate_list(self, client, filesetid, level):
         return [dict(row) for row in sorted(
             self.latest_versions(self.backup_chain(client, filesetid, level)).values(),

@@ -272,7 +272,9 @@ class PluginCore(object):
         statp = sp.statp
         if self.spec.get("accurate"):
             name = sp.link if st.S_ISDIR(statp.mode & 0xFFFF) else sp.fname
-            entry = self.accurate.get(name)
+            # A nameless catalog row never matches: a directory saved with an
+            # empty link is sent again in every accurate job (§13).
+            entry = self.accurate.get(name) if name else None
             if entry is None:
                 sp.accurate_found = False
                 return OK

@@ -345,8 +345,10 @@ class Director(object):
         accurate_path = None
         if accurate and level in ("I", "D"):
             accurate_path = os.path.join(job_dir, "accurate.json")
+            entries = self.catalog.accurate_list(client, filesetid, level)
             with open(accurate_path, "w") as f:
-                json.dump(self.catalog.accurate_list(client, filesetid, level), f)
+                json.dump(entries, f)
+            notes.append(["M_INFO", "Sent Accurate information for %d files" % len(entries)])
         plugin_options = ([run_plugin_options] if run_plugin_options else []) + _strings(
             fd_plugin_options)
         spec = self._common_spec(jobid, job, client, debug_level)
@@ -377,9 +379,10 @@ class Director(object):
                 # Directories are cataloged under their link, as given (§2.1, §13).
                 name = volume.stored_name(attrs)
                 if not name:
-                    _director_error(raw, "Path length is zero (directory %s)"
-                                    % attrs["fname"])
-                    continue
+                    # The row stays, nameless, and later accurate lists send it (§13).
+                    _director_error(raw, "Path length is zero" + (
+                        " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
+                        else ""))
                 deleted = kind == C.FT["FT_DELETED"]
                 row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
                        "path": name, "type": kind, "deleted": int(deleted),
@@ -435,8 +438,7 @@ class Director(object):
                 row = self.catalog.job(one)
                 if row is None or row["type"] != "B":
                     raise ValueError("jobid: %r is not a backup job in the catalog" % (one,))
-        rows = sorted(catalog_module.select(
-            list(self.catalog.latest_versions(jobids).values()), select),
+        rows = sorted(catalog_module.select(self.catalog.restore_tree(jobids), select),
             key=lambda r: (r["jobid"], r["fileindex"]))
         objects = [{"object_name": o["object_name"], "object": bytes(o["object"]).hex(),
                     "object_len": o["object_len"], "object_index": o["object_index"],
