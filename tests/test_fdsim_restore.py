@@ -326,6 +326,28 @@ def create_file(self, restorepkt):
                                           "Plugin createFile call failed. Stat=2 file=%s/y" % where]
 
 
+def test_restore_errors_are_no_fd_errors_but_a_file_count_mismatch(backed_up, fdsim_plugin):
+    """An M_ERROR of a restore (failed create_file, "Device restore on root
+    failed") leaves FD Errors at 0; the job ends W through the Director's "File
+    count mismatch" warning (§6)."""
+    director, where = backed_up
+    source = virtual_plugin("""
+def create_file(self, restorepkt):
+    return bareosfd.bRC_Error if restorepkt.ofname.endswith("/y") else VirtualPlugin.create_file(
+        self, restorepkt)
+""")
+    jobid = director.backup(fdsim_plugin(source, name="failsome", files="/x,/y")).jobid
+    result = director.restore(jobid=jobid, where=where)
+    assert (result.status, result.files, result.errors) == ("W", 1, 0)
+    assert result.messages("M_ERROR") == ["Plugin createFile call failed. Stat=2 file=%s/y" % where]
+    assert result.messages("M_WARNING") == ["File count mismatch: expected 2 files, restored 1"]
+    assert not os.path.lexists("/t/chr")
+    in_place = director.restore(jobid=1, where="/", select="/t/chr")  # the node is missing
+    assert (in_place.status, in_place.files, in_place.errors) == ("W", 0, 0)
+    assert in_place.messages("M_ERROR") == ["Device restore on root failed: /t/chr"]
+    assert in_place.messages("M_WARNING") == ["File count mismatch: expected 1 files, restored 0"]
+
+
 def test_end_restore_file_undefined_return_is_fatal(backed_up, fdsim_plugin):
     director, where = backed_up
     source = virtual_plugin("""
@@ -350,7 +372,9 @@ def plugin_io(self, iop):
 """)
     jobid = director.backup(fdsim_plugin(source, name="shortwrite", files="/x")).jobid
     result = director.restore(jobid=jobid, where=where)
-    assert result.status == "W"
+    # The file was counted when it was created: no count mismatch, and a
+    # restore's M_ERROR is no FD error -- the job ends OK (§6 "Restore errors").
+    assert (result.status, result.files, result.errors) == ("T", 1, 0)
     assert result.messages("M_ERROR")[0].startswith("Write error on %s/x" % where)
 
 

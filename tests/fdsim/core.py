@@ -78,7 +78,8 @@ class PluginCore(object):
     # --- messages and records ---------------------------------------------------------
 
     def job_message(self, mtype, text):
-        """Jmsg: M_FATAL fails the job, M_ERROR counts a job error (§3.1, §13)."""
+        """Jmsg: M_FATAL fails the job, M_ERROR counts a job error (§3.1, §13) --
+        not in a restore, whose FD Errors stay 0 (§6 "Restore errors")."""
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         text = (text or "").rstrip("\n")
@@ -87,7 +88,7 @@ class PluginCore(object):
         if mtype == C.M["M_FATAL"]:
             self.fatal = True
             self.job_errors = max(self.job_errors, 1)
-        elif mtype in (C.M["M_ERROR"], C.M["M_NOTSAVED"]):
+        elif mtype in (C.M["M_ERROR"], C.M["M_NOTSAVED"]) and self.kind != "restore":
             self.job_errors += 1
         elif mtype in (C.M["M_ABORT"], C.M["M_ERROR_TERM"]):
             # Bareos's message layer aborts/exits the daemon for these types

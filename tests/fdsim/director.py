@@ -455,7 +455,7 @@ class Director(object):
                        "offset": r["vol_offset"]} for r in rows],
             "restore_objects": objects, "restored_jobids": jobids,
         })
-        return self._run(spec, [], fd, wait, None)
+        return self._run(spec, [], fd, wait, _restore_count_check(len(rows)))
 
     def _most_recent(self, client, fileset_name):
         rows = self.catalog._query(
@@ -573,6 +573,19 @@ class Director(object):
 def _strings(value):
     """FD Plugin Options: one string or a list of them."""
     return [value] if isinstance(value, str) else list(value)
+
+
+def _restore_count_check(expected):
+    """The Director's end of a restore: fewer files restored than selected is the
+    warning "File count mismatch" and ends the job W -- a restore's M_ERRORs do
+    not count as FD errors, this is what marks such a job (§6 "Restore errors")."""
+    def check(spec, raw):
+        if raw["files"] < expected:
+            raw["log"].append(["M_WARNING", "File count mismatch: expected %d files, "
+                                            "restored %d" % (expected, raw["files"])])
+            if raw["status"] == "T":
+                raw["status"] = "W"
+    return check
 
 
 def _director_error(raw, text):
