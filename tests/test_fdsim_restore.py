@@ -136,7 +136,7 @@ def test_acl_and_xattr_of_directories_arrive_whatever_the_status(backed_up, stat
         assert ("Plugin createFile call failed. Returned CF_ERROR file=%s/t/dir/" % where
                 in result.messages("M_ERROR"))
     else:
-        assert result.status == "T" and result.files == 4  # the dir brings its content
+        assert result.status == "T" and result.files == 2  # the directory entry alone
     assert not os.path.exists(where + "/t/dir/file")
 
 
@@ -412,13 +412,27 @@ def test_sparse_restore_seeks(tmp_path, fdsim_plugin, io):
     assert os.stat(where + "/s").st_blocks * 512 < size
 
 
-def test_select_paths_and_globs(backed_up):
+def created(result):
+    return sorted(m.split()[1] for m in result.plugin_messages("M_INFO")
+                  if m.startswith("create"))
+
+
+@pytest.mark.parametrize("select, mark, expected", [
+    # a directory's catalog name selects that entry only, like bconsole's file= (§6)
+    (["/t/dir/"], None, ["/t/dir/"]),
+    (["/t/dir"], None, []),  # not a catalog name
+    # mark, as in the restore tree: the directory and everything below it
+    (None, ["/t/dir"], ["/t/dir/", "/t/dir/file", "/t/dir/hard2"]),
+    (None, ["/t/dir/"], ["/t/dir/", "/t/dir/file", "/t/dir/hard2"]),
+    (["/t/sym"], ["/t/dir"], ["/t/dir/", "/t/dir/file", "/t/dir/hard2", "/t/sym"]),
+    # globs: every entry they match, directories alone
+    (["/t/*i*"], None, ["/t/dir/", "/t/dir/file", "/t/dir/hard2", "/t/fifo"]),
+    (["/t/d*/"], None, ["/t/dir/"]),
+    (None, ["/t/d*"], ["/t/dir/", "/t/dir/file", "/t/dir/hard2"]),
+])
+def test_select_names_and_mark_subtrees(backed_up, select, mark, expected):
     director, where = backed_up
-    result = director.restore(where=where, select=["/t/dir"],
+    result = director.restore(where=where, select=select, mark=mark,
                               plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
-    created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
-    assert created == [where + p for p in ("/t/dir/", "/t/dir/file", "/t/dir/hard2")]
-    result = director.restore(where=where, select=["/t/*i*"],
-                              plugin_options="python3:status=%d" % C.CF["CF_SKIP"])
-    created = sorted(m.split()[1] for m in result.plugin_messages("M_INFO") if m.startswith("create"))
-    assert created == [where + p for p in ("/t/dir/", "/t/dir/file", "/t/dir/hard2", "/t/fifo")]
+    assert created(result) == [where + p for p in expected]
+    assert result.files == len(expected)

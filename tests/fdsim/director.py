@@ -401,7 +401,8 @@ class Director(object):
     # --- restore ---------------------------------------------------------------------------
 
     def restore(self, jobid=None, where=None, regexwhere=None, plugin_options=None,
-                fd_plugin_options=(), replace="always", select=None, prefix_links=False,
+                fd_plugin_options=(), replace="always", select=None, mark=None,
+                prefix_links=False,
                 client=None, fileset_name="fdsim-fileset", job_name="restore-fdsim",
                 debug_level=None, fd=None, wait=True):
         """Run a restore job and return its :class:`JobResult`.
@@ -410,10 +411,13 @@ class Director(object):
         over those jobs is restored); None restores the most recent backup of
         ``client`` + ``fileset_name`` (latest Full + Differential + Incrementals).
         ``where`` / ``regexwhere`` (``!from!to!``; where None is
-        ``<workdir>/bareos-restores``, ``"/"`` or ``""`` restore in place); ``plugin_options``: the restore command's
-        ``pluginoptions=``; ``fd_plugin_options``: the restore Job's FD Plugin
-        Options; ``replace``: always/ifnewer/ifolder/never; ``select``: None (all)
-        or paths/globs (a selected directory brings its contents);
+        ``<workdir>/bareos-restores``, ``"/"`` or ``""`` restore in place);
+        ``plugin_options``: the restore command's ``pluginoptions=``;
+        ``fd_plugin_options``: the restore Job's FD Plugin Options; ``replace``:
+        always/ifnewer/ifolder/never; ``select``: catalog names or globs, each
+        entry alone (a directory as ``/d/``: that entry only, like bconsole's
+        ``file=``); ``mark``: names or globs marked in the restore tree, a
+        directory with everything below it; both None restore everything;
         ``prefix_links``: the restore's PrefixLinks.  ``fd``/``wait``: as for backup.
         """
         if where and regexwhere:
@@ -427,8 +431,8 @@ class Director(object):
             where = os.path.join(self.workdir, "bareos-restores")
         if replace not in C.REPLACE:
             raise ValueError("replace: expected one of %s" % ", ".join(C.REPLACE))
-        if isinstance(select, str):
-            select = [select]
+        select, mark = ([value] if isinstance(value, str) else value
+                        for value in (select, mark))
         client = client or self.client
         if jobid is None:
             jobids = self._most_recent(client, fileset_name)
@@ -438,7 +442,7 @@ class Director(object):
                 row = self.catalog.job(one)
                 if row is None or row["type"] != "B":
                     raise ValueError("jobid: %r is not a backup job in the catalog" % (one,))
-        rows = sorted(catalog_module.select(self.catalog.restore_tree(jobids), select),
+        rows = sorted(catalog_module.select(self.catalog.restore_tree(jobids), select, mark),
             key=lambda r: (r["jobid"], r["fileindex"]))
         objects = [{"object_name": o["object_name"], "object": bytes(o["object"]).hex(),
                     "object_len": o["object_len"], "object_index": o["object_index"],
