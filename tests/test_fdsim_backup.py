@@ -6,6 +6,7 @@ import os
 import pytest
 
 from fdsim import constants as C
+from fdsim import volume
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
 from fdsim.testing import virtual_plugin
 
@@ -220,6 +221,26 @@ def set_xattr(self, xattr):
     # the ACL comes back with one trailing NUL; xattrs unchanged, the OK one included
     assert restore.plugin_messages("M_INFO") == ["acl b'acl-of-/x\\x00'", "xattr b'user.n1'=b'v1'",
                                           "xattr b'user.n2'=b'v2'", "xattr b'user.n3'=b'v3'"]
+
+
+def test_fd_bytes_written_count_acl_xattr_and_offset_headers(director_for, fdsim_plugin):
+    """"FD Bytes Written" is file data plus the ACL and XATTR streams plus the
+    8-byte offset header of every sparse data record (§13)."""
+    source = virtual_plugin("""
+def get_acl(self, acl):
+    acl.content = bytearray(b"acl")
+    return bareosfd.bRC_OK
+
+def get_xattr(self, xattr):
+    xattr.name, xattr.value = bytearray(b"user.a"), bytearray(b"1")
+    return bareosfd.bRC_OK
+""")
+    director = director_for(23)
+    line = fdsim_plugin(source, files="/x")  # 6 bytes of data
+    metadata = len(b"acl\0") + len(volume.encode_xattrs([(b"user.a", b"1")]))
+    assert director.backup(line).bytes == 6 + metadata
+    sparse = director.backup(line, fileset_options={"sparse": True})
+    assert sparse.bytes == 6 + C.OFFSET_HEADER + metadata
 
 
 def test_recorded_stat_is_what_c_sees(director_for, fdsim_plugin):

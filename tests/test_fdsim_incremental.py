@@ -150,6 +150,17 @@ def test_check_file_seen_keeps_the_file(setup):
     assert not any(r["deleted"] for r in director.files(incr.jobid))
 
 
+def test_director_reports_the_accurate_list(setup):
+    director, clock, line = setup
+    director.backup(line, accurate=True)
+    clock.now += 10
+    incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:gone=/old")
+    assert incr.log[0] == ("M_INFO", "Sent Accurate information for 3 files")
+    clock.now += 10
+    again = director.backup(line, level="I", accurate=True)  # /old's deleted marker is skipped
+    assert again.log[0] == ("M_INFO", "Sent Accurate information for 2 files")
+
+
 def test_skipped_file_counts_as_deleted_unless_seen(tmp_path, fdsim_plugin):
     source = TIMED.replace("entry_points(globals(), P)", """
 class Skipping(P):

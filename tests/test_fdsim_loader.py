@@ -116,6 +116,20 @@ def test_missing_entry_point_is_an_error_per_call(tmp_path, fdsim_plugin):
     assert [t.rc for t in result.trace if t.call == "get_acl"] == [2, 2]
 
 
+def test_backup_without_acl_and_xattr_entry_points_logs_what_the_fd_logs(tmp_path,
+                                                                          fdsim_plugin):
+    """One empty error line per missing call, then one warning with the total for
+    ACLs and one for XATTRs; the job ends W (§13)."""
+    director = make_director(tmp_path / "fdsim")
+    source = RECORDER.replace("entry_points(globals(), Recorder)",
+                              "entry_points(globals(), Recorder, skip=('get_acl', 'get_xattr'))")
+    result = director.backup(fdsim_plugin(source, files="/a,/b"))
+    assert result.status == "W" and result.files == 2
+    assert [tuple(e) for e in result.log if e.type != "M_INFO"] == [("M_ERROR", "")] * 4 + [
+        ("M_WARNING", "Encountered 2 acl errors while doing backup"),
+        ("M_WARNING", "Encountered 2 xattr errors while doing backup")]
+
+
 def test_exception_is_fatal_with_traceback(fdsim_director, fdsim_plugin):
     source = RECORDER + """
     def start_backup_file(savepkt):
