@@ -19,9 +19,6 @@ OK = C.BRC["bRC_OK"]
 ERROR = C.BRC["bRC_Error"]
 SEEN = C.BRC["bRC_Seen"]
 
-#: What python3-fd puts before the plugin's JobMessage and DebugMessage texts.
-PLUGIN_PREFIX = "python3-fd-mod: "
-
 STATUS_TEXT = {"T": "OK", "W": "OK -- with warnings", "E": "Error", "f": "Fatal error"}
 
 
@@ -205,10 +202,10 @@ class PluginCore(object):
     def plugin_job_message(self, mtype, text):
         """bareosfd.JobMessage: the job log shows the text after python3-fd's
         ``python3-fd-mod: `` (§13)."""
-        self.job_message(mtype, PLUGIN_PREFIX + (text.decode("utf-8") if text else ""))
+        self.job_message(mtype, _module_text(text))
 
     def debug_message(self, level, text):
-        self.dmsg(level, PLUGIN_PREFIX + (text.decode("utf-8") if text else ""))
+        self.dmsg(level, _module_text(text))
 
     def register_events(self, events, register):
         return self.plugin.register_events(events, register)
@@ -329,6 +326,11 @@ class PluginCore(object):
             "fileset_calls": self.fileset_calls, "crashed": self.crash,
             "bareos_version": str(self.version),
         }
+
+
+def _module_text(text):
+    """A JobMessage/DebugMessage text (the C string, or NULL) as the FD logs it."""
+    return python_fd.MODULE_PREFIX + (text.decode("utf-8") if text else "")
 
 
 def _fd_where(spec):

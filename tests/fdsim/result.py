@@ -1,7 +1,8 @@
 """What a job leaves behind: status, counts, job log, debug output, call trace."""
 from collections import namedtuple
 
-from .core import PLUGIN_PREFIX, STATUS_TEXT
+from .core import STATUS_TEXT
+from .python_fd import MODULE_PREFIX
 
 LogEntry = namedtuple("LogEntry", "type text")
 DebugEntry = namedtuple("DebugEntry", "level text")
@@ -67,8 +68,8 @@ class JobResult(object):
     def plugin_messages(self, *types):
         """The texts the plugin itself sent with ``bareosfd.JobMessage``, without
         the ``python3-fd-mod: `` the job log shows before them."""
-        return [text[len(PLUGIN_PREFIX):] for text in self.messages(*types)
-                if text.startswith(PLUGIN_PREFIX)]
+        return [text[len(MODULE_PREFIX):] for text in self.messages(*types)
+                if text.startswith(MODULE_PREFIX)]
 
     def delivered_events(self):
         return [e.event for e in self.events if e.delivered]
