@@ -226,17 +226,8 @@ def set_xattr(self, xattr):
 def test_fd_bytes_written_count_acl_xattr_and_offset_headers(director_for, fdsim_plugin):
     """"FD Bytes Written" is file data plus the ACL and XATTR streams plus the
     8-byte offset header of every sparse data record (§13)."""
-    source = virtual_plugin("""
-def get_acl(self, acl):
-    acl.content = bytearray(b"acl")
-    return bareosfd.bRC_OK
-
-def get_xattr(self, xattr):
-    xattr.name, xattr.value = bytearray(b"user.a"), bytearray(b"1")
-    return bareosfd.bRC_OK
-""")
     director = director_for(23)
-    line = fdsim_plugin(source, files="/x")  # 6 bytes of data
+    line = fdsim_plugin(virtual_plugin("pass"), files="/x", acl="acl", xattr="user.a=1")
     metadata = len(b"acl\0") + len(volume.encode_xattrs([(b"user.a", b"1")]))
     assert director.backup(line).bytes == 6 + metadata
     sparse = director.backup(line, fileset_options={"sparse": True})

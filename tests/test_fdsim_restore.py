@@ -39,14 +39,6 @@ def fill(self, savepkt, name):
     if name in ("/t/hard", "/t/dir/hard2"):
         statp.st_nlink, statp.st_ino, statp.st_dev = 2, 99, 1
 
-def get_acl(self, acl):
-    acl.content = bytearray(b"acl")
-    return bareosfd.bRC_OK
-
-def get_xattr(self, xattr):
-    xattr.name, xattr.value = bytearray(b"user.a"), bytearray(b"1")
-    return bareosfd.bRC_OK
-
 def create_file(self, restorepkt):
     restorepkt.create_status = int(self.options.get("status", bareosfd.CF_CORE))
     mode = restorepkt.statp.st_mode
@@ -79,7 +71,8 @@ def plugin_io(self, iop):
 @pytest.fixture
 def backed_up(tmp_path, fdsim_plugin):
     director = make_director(tmp_path / "fdsim", bareos_version=23)
-    backup = director.backup(fdsim_plugin(ENTRIES), fileset_options={"hardlinks": True})
+    backup = director.backup(fdsim_plugin(ENTRIES, acl="acl", xattr="user.a=1"),
+                             fileset_options={"hardlinks": True})
     assert backup.status == "T" and backup.files == 7
     return director, str(tmp_path / "restored")
 
@@ -148,14 +141,6 @@ def fill(self, savepkt, name):
     savepkt.link = name + "/"
     savepkt.no_read = True
 
-def get_acl(self, acl):
-    acl.content = bytearray(b"acl")
-    return bareosfd.bRC_OK
-
-def get_xattr(self, xattr):
-    xattr.name, xattr.value = bytearray(b"user.a"), bytearray(b"1")
-    return bareosfd.bRC_OK
-
 def say(self, call, name):
     bareosfd.JobMessage(bareosfd.M_INFO, "%s %s" % (call, name))
 
@@ -192,7 +177,7 @@ def test_a_directory_is_restored_under_its_name_with_the_slash(tmp_path, fdsim_p
     """A directory's record is stored under its link: every packet of the restore
     names it ``where + "/d/sub/"`` (§6 "Paths")."""
     director = make_director(tmp_path / "fdsim")
-    director.backup(fdsim_plugin(NAMES, files="/d/sub"))
+    director.backup(fdsim_plugin(NAMES, files="/d/sub", acl="acl", xattr="user.a=1"))
     where = str(tmp_path / "restored")
     result = director.restore(where=where)
     assert result.status == "T"
