@@ -402,9 +402,8 @@ class Director(object):
 
     def restore(self, jobid=None, where=None, regexwhere=None, plugin_options=None,
                 fd_plugin_options=(), replace="always", select=None, mark=None,
-                prefix_links=False,
-                client=None, fileset_name="fdsim-fileset", job_name="restore-fdsim",
-                debug_level=None, fd=None, wait=True):
+                prefix_links=False, client=None, fileset_name="fdsim-fileset",
+                job_name="restore-fdsim", debug_level=None, fd=None, wait=True):
         """Run a restore job and return its :class:`JobResult`.
 
         ``jobid``: a JobId or a list of them (the latest version of each path

@@ -17,6 +17,8 @@ from . import volume
 FT = C.FT
 CF = C.CF
 OK = C.BRC["bRC_OK"]
+#: IO_OPEN flags of a file the core has the plugin create (§4, §6).
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
 class WhereError(ValueError):
@@ -229,7 +231,7 @@ class _Restorer(object):
         # CF_EXTRACT and any other value: the core opens through the plugin
         return self.open_for_write(rp, 0o600)
 
-    def open_for_write(self, rp, mode, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
+    def open_for_write(self, rp, mode, flags=CREATE_FLAGS):
         error, self.opened_fd = self.core.plugin_open(rp.ofname, flags, mode)
         if error:
             self.core.job_message(C.M["M_ERROR"], "Could not create %s: ERR=%s"
@@ -352,8 +354,8 @@ class _CoreCreate(object):
             if kind == FT["FT_FIFO"]:
                 self._make_parents()
                 os.mkfifo(self.path, mode & 0o7777)
-                # the FIFO exists: opened for writing only, mode 0 (§6, verified)
-                return self.restorer.open_for_write(rp, 0, os.O_WRONLY)
+                # the FIFO exists: opened for writing only (§6, verified)
+                return self._open_through_plugin(os.O_WRONLY)
             if kind == FT["FT_SPEC"]:
                 return self._special(mode)
             if kind == FT["FT_LNK"]:
@@ -392,8 +394,8 @@ class _CoreCreate(object):
         if parent and not os.path.isdir(parent):
             os.makedirs(parent, 0o777)
 
-    def _open_through_plugin(self):
-        return self.restorer.open_for_write(self.rp, 0)  # IO_OPEN has mode 0 (§13)
+    def _open_through_plugin(self, flags=CREATE_FLAGS):
+        return self.restorer.open_for_write(self.rp, 0, flags)  # IO_OPEN has mode 0 (§13)
 
     def _special(self, mode):
         rp = self.rp
