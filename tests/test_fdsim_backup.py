@@ -6,6 +6,7 @@ import os
 import pytest
 
 from fdsim import constants as C
+from fdsim import volume
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
 from fdsim.testing import virtual_plugin
 
@@ -218,8 +219,19 @@ def set_xattr(self, xattr):
     assert backup.calls.count("get_xattr") == 3
     restore = director.restore(where=str(tmp_path / "r"))
     # the ACL comes back with one trailing NUL; xattrs unchanged, the OK one included
-    assert restore.messages("M_INFO") == ["acl b'acl-of-/x\\x00'", "xattr b'user.n1'=b'v1'",
+    assert restore.plugin_messages("M_INFO") == ["acl b'acl-of-/x\\x00'", "xattr b'user.n1'=b'v1'",
                                           "xattr b'user.n2'=b'v2'", "xattr b'user.n3'=b'v3'"]
+
+
+def test_fd_bytes_written_count_acl_xattr_and_offset_headers(director_for, fdsim_plugin):
+    """"FD Bytes Written" is file data plus the ACL and XATTR streams plus the
+    8-byte offset header of every sparse data record (§13)."""
+    director = director_for(23)
+    line = fdsim_plugin(virtual_plugin("pass"), files="/x", acl="acl", xattr="user.a=1")
+    metadata = len(b"acl\0") + len(volume.encode_xattrs([(b"user.a", b"1")]))
+    assert director.backup(line).bytes == 6 + metadata
+    sparse = director.backup(line, fileset_options={"sparse": True})
+    assert sparse.bytes == 6 + C.OFFSET_HEADER + metadata
 
 
 def test_recorded_stat_is_what_c_sees(director_for, fdsim_plugin):
@@ -249,7 +261,7 @@ def plugin_io(self, iop):
 def test_io_read_count(director_for, fdsim_plugin, version, sparse, count):
     result = director_for(version).backup(fdsim_plugin(READ_COUNT),
                                           fileset_options={"sparse": sparse})
-    assert set(result.messages("M_INFO")) == {"count=%d" % count}
+    assert set(result.plugin_messages("M_INFO")) == {"count=%d" % count}
 
 
 BYTES_BUFFER = virtual_plugin("""
@@ -358,7 +370,7 @@ def test_get_value_during_a_backup(director_for, fdsim_plugin):
     """
     director = director_for(23, client="client-a")
     result = director.backup(fdsim_plugin(source), job_name="nightly")
-    load, start = result.messages("M_INFO")
+    load, start = result.plugin_messages("M_INFO")
     assert load.startswith("load type=I level=F job=nightly.")
     assert start.startswith("start type=B level=F")
     assert "client=client-a where=None regexwhere=None accurate=0 since=0 seen=None" in start
@@ -397,4 +409,4 @@ def restore_object_data(self, rop):
     restore = director.restore(where=str(tmp_path / "r"))
     assert restore.calls[:3] == ["load_bareos_plugin('')", "parse_plugin_definition('')",
                                  "restore_object_data"]
-    assert "object config b'settings=1' 4 python3" in restore.messages("M_INFO")
+    assert "object config b'settings=1' 4 python3" in restore.plugin_messages("M_INFO")

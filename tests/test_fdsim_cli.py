@@ -34,10 +34,14 @@ def test_backup_restore_and_listings(tmp_path):
                     "--select", str(tree / "file.txt"))
     assert restore.returncode == 0, restore.stdout
     assert (restored / str(tree)[1:] / "file.txt").read_text() == "data"
+    marked = tmp_path / "marked"
+    restore = fdsim("restore", "--workdir", workdir, "--where", str(marked), "--mark", str(tree))
+    assert restore.returncode == 0 and "Files: 2" in restore.stdout, restore.stdout
+    assert (marked / str(tree)[1:] / "file.txt").read_text() == "data"
 
     jobs = fdsim("jobs", "--workdir", workdir)
     assert [line.split()[:4] for line in jobs.stdout.splitlines()] == [
-        ["1", "B", "F", "T"], ["2", "R", "T", "files=1"]]
+        ["1", "B", "F", "T"], ["2", "R", "T", "files=1"], ["3", "R", "T", "files=2"]]
     files = fdsim("files", "--workdir", workdir, "--jobid", "1")
     assert "FT_REG" in files.stdout and str(tree / "file.txt") in files.stdout
 

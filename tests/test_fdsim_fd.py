@@ -33,7 +33,7 @@ def start_backup_file(self, savepkt):
 
 def who(result):
     assert result.status == "T", result.report()
-    return dict(item.split("=") for item in result.messages("M_INFO")[0].split())
+    return dict(item.split("=") for item in result.plugin_messages("M_INFO")[0].split())
 
 
 def test_overlapping_jobs_in_one_fd(tmp_path, fdsim_plugin):

@@ -25,12 +25,12 @@ def test_golden_backup_and_restore_order(tmp_path, version):
     director = make_director(tmp_path / "fdsim", bareos_version=version)
     backup = director.backup(LINE)
     assert backup.status == "T"
-    assert backup.messages("M_INFO") == GOLDEN_BACKUP
+    assert backup.plugin_messages("M_INFO") == GOLDEN_BACKUP
 
     where = str(tmp_path / "restored")
     restore = director.restore(where=where)
     assert restore.status == "T"
-    assert restore.messages("M_INFO") == GOLDEN_RESTORE
+    assert restore.plugin_messages("M_INFO") == GOLDEN_RESTORE
     # CF_CORE: the core made the parent directories and opened through the plugin
     assert os.path.isfile(os.path.join(where, "golden", "file.txt"))
 

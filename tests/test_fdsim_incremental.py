@@ -109,7 +109,7 @@ def test_accurate_deleted_pass(setup):
     clock.now += 10
     # Job options, not FileSet options: a changed FileSet would force a Full
     incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:gone=/ctime")
-    assert incr.messages("M_INFO") == ["check_file /ctime"]
+    assert incr.plugin_messages("M_INFO") == ["check_file /ctime"]
     rows = director.files(incr.jobid)
     deleted = [r for r in rows if r["deleted"]]
     assert [(r["path"], r["fileindex"], r["size"], r["mtime"], r["ctime"]) for r in deleted] == [
@@ -118,7 +118,7 @@ def test_accurate_deleted_pass(setup):
     clock.now += 10
     again = director.backup(line, level="I", accurate=True,
                             run_plugin_options="python3:gone=/ctime")
-    assert again.messages("M_INFO") == []  # later accurate lists skip deleted records
+    assert again.plugin_messages("M_INFO") == []  # later accurate lists skip deleted records
 
 
 def test_accurate_compares_mtime_ctime_size(setup):
@@ -146,8 +146,19 @@ def test_check_file_seen_keeps_the_file(setup):
     clock.now += 10
     incr = director.backup(line, level="I", accurate=True,
                            run_plugin_options="python3:gone=/old:check=%d" % C.BRC["bRC_Seen"])
-    assert incr.messages("M_INFO") == ["check_file /old"]
+    assert incr.plugin_messages("M_INFO") == ["check_file /old"]
     assert not any(r["deleted"] for r in director.files(incr.jobid))
+
+
+def test_director_reports_the_accurate_list(setup):
+    director, clock, line = setup
+    director.backup(line, accurate=True)
+    clock.now += 10
+    incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:gone=/old")
+    assert incr.log[0] == ("M_INFO", "Sent Accurate information for 3 files")
+    clock.now += 10
+    again = director.backup(line, level="I", accurate=True)  # /old's deleted marker is skipped
+    assert again.log[0] == ("M_INFO", "Sent Accurate information for 2 files")
 
 
 def test_skipped_file_counts_as_deleted_unless_seen(tmp_path, fdsim_plugin):
@@ -195,17 +206,26 @@ def test_directory_link_with_trailing_slash_is_stable(tmp_path, fdsim_plugin):
     assert incr.files == 0 and incr.messages("M_SKIPPED") == ["     Unchanged file skipped: /dir"]
 
 
-def test_directory_link_without_slash_changes_every_time(tmp_path, fdsim_plugin):
-    """§13: the dir is "changed" in every accurate run and its old dir/ entry is
-    reported deleted."""
+def test_directory_link_without_slash_is_catalogued_as_given(tmp_path, fdsim_plugin):
+    """§13: a link without the trailing slash is stored as that plain name; no
+    slash is added anywhere."""
+    director = make_director(tmp_path / "fdsim")
+    full = director.backup(fdsim_plugin(DIRECTORY, files="/dir", link="/dir"))
+    assert [r["path"] for r in director.files(full.jobid)] == ["/dir"]
+
+
+def test_directory_link_losing_its_slash_is_changed_and_the_old_entry_deleted(
+        tmp_path, fdsim_plugin):
+    """§13: looked up by its plain link, the directory is not found ("changed")
+    and its old dir/ entry is reported deleted."""
     clock = Clock(FULL_TIME)
     director = make_director(tmp_path / "fdsim", clock=clock)
-    line = fdsim_plugin(DIRECTORY, files="/dir", link="/dir")
+    line = fdsim_plugin(DIRECTORY, files="/dir")
     director.backup(line, accurate=True)
     clock.now += 10
-    incr = director.backup(line, level="I", accurate=True)
+    incr = director.backup(line, level="I", accurate=True, run_plugin_options="python3:link=/dir")
     rows = [(r["path"], r["deleted"]) for r in director.files(incr.jobid)]
-    assert rows == [("/dir/", 1), ("/dir/", 0)]  # the deleted marker has FileIndex 0
+    assert rows == [("/dir/", 1), ("/dir", 0)]  # the deleted marker has FileIndex 0
 
 
 def test_directory_without_link_is_a_director_error(tmp_path, fdsim_plugin):
@@ -213,6 +233,24 @@ def test_directory_without_link_is_a_director_error(tmp_path, fdsim_plugin):
     result = director.backup(fdsim_plugin(DIRECTORY, files="/dir", link=""))
     assert result.status == "W"
     assert result.messages("M_ERROR") == ["Path length is zero (directory /dir)"]
+
+
+def test_directory_without_link_leaves_a_nameless_row_sent_again(tmp_path, fdsim_plugin):
+    """§13: the empty-named row stays in the catalog; every later accurate job gets
+    it in its accurate list, sends the directory again and hits "Path length is
+    zero" again (job W)."""
+    clock = Clock(FULL_TIME)
+    director = make_director(tmp_path / "fdsim", clock=clock)
+    line = fdsim_plugin(DIRECTORY, files="/dir", link="")
+    full = director.backup(line, accurate=True)
+    assert [r["path"] for r in director.files(full.jobid)] == [""]
+    for _ in range(2):
+        clock.now += 10
+        incr = director.backup(line, level="I", accurate=True)
+        assert incr.status == "W" and incr.files >= 1
+        assert "Sent Accurate information for 1 files" in incr.messages("M_INFO")
+        assert "Path length is zero (directory /dir)" in incr.messages("M_ERROR")
+    assert director.restore(where=str(tmp_path / "r")).files == 0  # no node in the tree
 
 
 SINCE_API = TIMED.replace("entry_points(globals(), P)", """
@@ -264,5 +302,5 @@ def test_since_api_is_refused_before_22_1(tmp_path, fdsim_plugin):
     director.backup(line)
     clock.now += 500
     incr = director.backup(line, level="I")
-    assert incr.messages("M_INFO") == ["SetValue rc=2 since=%d" % FULL_TIME]
+    assert incr.plugin_messages("M_INFO") == ["SetValue rc=2 since=%d" % FULL_TIME]
     assert saved(director, incr) == ["/new", "/ctime"]

@@ -25,9 +25,19 @@ def test_status_per_message_type(tmp_path, fdsim_plugin, mtype, status):
     director = make_director(tmp_path / "fdsim")
     result = director.backup(fdsim_plugin(MESSAGE, type=mtype))
     assert result.status == status
-    assert (mtype, "the plugin says %s" % mtype) in [tuple(e) for e in result.log]
+    assert (mtype, "python3-fd-mod: the plugin says %s" % mtype) in [tuple(e) for e in result.log]
     assert result.status_text == {"T": "OK", "W": "OK -- with warnings", "f": "Fatal error"}[status]
     assert result.ok == (status != "f")
+
+
+def test_job_message_text_carries_the_python3_fd_prefix(tmp_path, fdsim_plugin):
+    """The job log shows a plugin's JobMessage after ``python3-fd-mod: `` (§13);
+    plugin_messages() gives the plugin's own text back."""
+    director = make_director(tmp_path / "fdsim")
+    result = director.backup(fdsim_plugin(MESSAGE, type="M_WARNING"))
+    assert result.log[0] == ("M_WARNING", "python3-fd-mod: the plugin says M_WARNING")
+    assert result.plugin_messages("M_WARNING") == ["the plugin says M_WARNING"]
+    assert result.plugin_messages("M_INFO") == []
 
 
 def test_events_after_a_fatal_error(tmp_path, fdsim_plugin):
@@ -65,7 +75,7 @@ def start_backup_file(self, savepkt):
     director = make_director(tmp_path / "fdsim")
     result = director.backup(fdsim_plugin(source))
     assert result.status == "T"  # caught by the plugin: the FD is not hurt
-    assert result.messages() == ["raised " + error] * 2
+    assert result.plugin_messages() == ["raised " + error] * 2
 
 
 def test_debug_messages_follow_the_debug_level(tmp_path, fdsim_plugin):
@@ -135,7 +145,7 @@ def start_backup_file(self, savepkt):
     return rc
 """)
     result = make_director(tmp_path / "fdsim").backup(fdsim_plugin(source))
-    assert result.messages()[:3] == ["count=1 seen=2 register=2,0 fileset=0",
+    assert result.plugin_messages()[:3] == ["count=1 seen=2 register=2,0 fileset=0",
                                      "unknown var=None bitmap=2", "check=5,0 accept=0"]
     assert result.fileset_calls == [["AddExclude", "/tmp"]]
     assert "handle_plugin_event(4)" in result.calls

@@ -25,7 +25,7 @@ def test_options_string_without_module_path_and_name(fdsim_director, fdsim_plugi
     line = line.replace("module_path=", "Module_Path=").replace("module_name=", "MODULE_NAME=")
     result = fdsim_director.backup(line)
     assert result.status == "T"
-    assert result.messages()[0] == r"load a=1:b=x\:y:"  # trailing colon, \: kept (§1)
+    assert result.plugin_messages()[0] == r"load a=1:b=x\:y:"  # trailing colon, \: kept (§1)
     assert result.calls[0] == r"load_bareos_plugin('a=1:b=x\\:y:')"
 
 
@@ -68,7 +68,7 @@ def test_option_order_in_a_backup(fdsim_director, fdsim_plugin):
     line = fdsim_plugin(RECORDER, opt="fileset")
     result = fdsim_director.backup(line, run_plugin_options="python3:opt=run",
                                    fd_plugin_options=["python3:opt=job1", "python3:opt=job2"])
-    assert [m for m in result.messages() if m.startswith("parse")] == [
+    assert [m for m in result.plugin_messages() if m.startswith("parse")] == [
         "parse opt=fileset:", "parse opt=run:", "parse opt=job1:", "parse opt=job2:",
         "parse opt=fileset:"]
 
@@ -98,7 +98,7 @@ def test_several_plugin_lines_share_one_module(fdsim_director, fdsim_plugin):
     second = fdsim_plugin(counting, name="othermodule", files="/line2")
     result = fdsim_director.backup([first, second])
     assert result.status == "T" and result.files == 2
-    assert result.messages() == ["loads=1 files=/line1:", "loads=1 files=/line2:",
+    assert result.plugin_messages() == ["loads=1 files=/line1:", "loads=1 files=/line2:",
                                  "loads=1 files=/line1:", "loads=1 files=/line2:"]
     assert [r["path"] for r in fdsim_director.files(result.jobid)] == ["/line1", "/line2"]
 
@@ -114,6 +114,20 @@ def test_missing_entry_point_is_an_error_per_call(tmp_path, fdsim_plugin):
     assert ("python3-fd-mod: Failed to find function named get_acl()"
             in [d.text for d in result.debug])
     assert [t.rc for t in result.trace if t.call == "get_acl"] == [2, 2]
+
+
+def test_backup_without_acl_and_xattr_entry_points_logs_what_the_fd_logs(tmp_path,
+                                                                          fdsim_plugin):
+    """One empty error line per missing call, then one warning with the total for
+    ACLs and one for XATTRs; the job ends W (§13)."""
+    director = make_director(tmp_path / "fdsim")
+    source = RECORDER.replace("entry_points(globals(), Recorder)",
+                              "entry_points(globals(), Recorder, skip=('get_acl', 'get_xattr'))")
+    result = director.backup(fdsim_plugin(source, files="/a,/b"))
+    assert result.status == "W" and result.files == 2
+    assert [tuple(e) for e in result.log if e.type != "M_INFO"] == [("M_ERROR", "")] * 4 + [
+        ("M_WARNING", "Encountered 2 acl errors while doing backup"),
+        ("M_WARNING", "Encountered 2 xattr errors while doing backup")]
 
 
 def test_exception_is_fatal_with_traceback(fdsim_director, fdsim_plugin):
@@ -208,8 +222,8 @@ def test_each_job_imports_the_module_afresh(fdsim_director, fdsim_plugin):
     line = fdsim_plugin(source)
     first = fdsim_director.backup(line)
     second = fdsim_director.backup(line)
-    assert first.messages()[-1] == "seen [%d]" % first.jobid
-    assert second.messages()[-1] == "seen [%d]" % second.jobid
+    assert first.plugin_messages()[-1] == "seen [%d]" % first.jobid
+    assert second.plugin_messages()[-1] == "seen [%d]" % second.jobid
 
 
 def test_restore_pluginoptions_are_merged_before_the_stored_options(fdsim_director,
@@ -217,12 +231,12 @@ def test_restore_pluginoptions_are_merged_before_the_stored_options(fdsim_direct
     line = fdsim_plugin(RECORDER, opt="fileset")
     fdsim_director.backup(line)
     restore = fdsim_director.restore(where="/tmp/unused", plugin_options="python3:opt=restore")
-    assert restore.messages()[:2] == ["load opt=restore:opt=fileset:",
+    assert restore.plugin_messages()[:2] == ["load opt=restore:opt=fileset:",
                                       "parse opt=restore:opt=fileset:"]
     # a restore Job with its own FD Plugin Options drops them entirely (§13)
     restore = fdsim_director.restore(where="/tmp/unused", plugin_options="python3:opt=restore",
                                      fd_plugin_options=["python3:opt=job"])
-    assert restore.messages()[0] == "load opt=job:opt=fileset:"
+    assert restore.plugin_messages()[0] == "load opt=job:opt=fileset:"
 
 
 def test_restore_pluginoptions_with_module_name_load_early(fdsim_director, fdsim_plugin):

@@ -3,6 +3,7 @@ restores a real directory tree: Full, Incremental, Accurate deletion, and a
 restore that gives back every name, type, owner, mode, time, xattr, ACL, hardlink
 and hole -- showing that the drivers and the catalog work together."""
 import os
+import shutil
 import stat
 import subprocess
 
@@ -67,7 +68,7 @@ def test_full_backup_and_restore(tmp_path, tree, version, io):
     backup = director.backup(line, fileset_options={"sparse": True, "hardlinks": True})
     # the non-UTF-8 name is skipped with an M_ERROR: OK with warnings
     assert backup.status == "W"
-    assert backup.messages("M_ERROR") == ["skipped %r: not a UTF-8 name or link target"
+    assert backup.plugin_messages("M_ERROR") == ["skipped %r: not a UTF-8 name or link target"
                                           % os.path.join(tree.encode(), b"K\xdcBLER.csv")]
     assert backup.files == 9
     where = str(tmp_path / "restored")
@@ -77,6 +78,19 @@ def test_full_backup_and_restore(tmp_path, tree, version, io):
     del expected[b"K\xdcBLER.csv"]
     assert snapshot(where + tree) == expected
     assert os.stat(where + tree + "/sparse").st_blocks * 512 < 3 * 262136  # holes restored
+
+
+def test_restore_in_place_with_where_root(tmp_path, tree):
+    """where=/ gives the plugin the original names (rp.where == ''); directories
+    come with their trailing slash, which the plugin's calls accept."""
+    director = make_director(tmp_path / "fdsim")
+    director.backup(plugin_line("reference_tree", root=tree), fileset_options={"hardlinks": True})
+    expected = snapshot(tree)
+    del expected[b"K\xdcBLER.csv"]
+    shutil.rmtree(tree)
+    restore = director.restore(where="/")
+    assert restore.status == "T" and restore.files == 9
+    assert snapshot(tree) == expected
 
 
 def test_incremental_and_accurate_deletion(tmp_path, tree):

@@ -77,7 +77,10 @@ def main(argv=None):
     restore.add_argument("--regexwhere", help="!from!to! expressions")
     restore.add_argument("--plugin-options", help="the restore command's pluginoptions=")
     restore.add_argument("--replace", default="always", choices=list(C.REPLACE))
-    restore.add_argument("--select", action="append", metavar="PATH_OR_GLOB")
+    restore.add_argument("--select", action="append", metavar="PATH_OR_GLOB",
+                         help="restore this catalog entry (a directory as /d/: only itself)")
+    restore.add_argument("--mark", action="append", metavar="PATH_OR_GLOB",
+                         help="restore this entry, a directory with everything below it")
     restore.add_argument("--prefix-links", action="store_true")
     jobs = commands.add_parser("jobs", help="list the catalog's jobs")
     jobs.add_argument("--workdir", required=True)
@@ -113,7 +116,8 @@ def main(argv=None):
         result = director.restore(
             jobid=args.jobid, where=args.where, regexwhere=args.regexwhere,
             plugin_options=args.plugin_options, fd_plugin_options=args.fd_plugin_options,
-            replace=args.replace, select=args.select, prefix_links=args.prefix_links,
+            replace=args.replace, select=args.select, mark=args.mark,
+            prefix_links=args.prefix_links,
             fileset_name=args.fileset_name)
     else:
         backup_kwargs = dict(

@@ -68,6 +68,7 @@ def run(core):
             saver.plugin_save(line)
         if spec.get("accurate") and core.level in ("I", "D") and not core.canceled:
             saver.deleted_pass()
+    saver.report_acl_xattr_errors()
     core.generate_event("bEventEndBackupJob")
     core.generate_event("bEventJobEnd")
 
@@ -80,6 +81,7 @@ class _Saver(object):
         self.writer = None
         self.linkhash = {}
         self.read_buffer = bytearray(core.version.io_read_count)
+        self.errors = {"acl": 0, "xattr": 0}  # failed get_acl / get_xattr calls
 
     def plugin_save(self, cmd):
         """PluginSave for one Plugin= line."""
@@ -236,38 +238,53 @@ class _Saver(object):
                 file_addr += len(data)  # a hole: not stored, restored by IO_SEEK
                 continue
             if sparse:
-                self.writer.write(C.STREAM_SPARSE_DATA, file_index,
-                                  volume.encode_sparse(file_addr, data))
+                self.send(C.STREAM_SPARSE_DATA, file_index, volume.encode_sparse(file_addr, data))
             else:
-                self.writer.write(C.STREAM_FILE_DATA, file_index, data)
+                self.send(C.STREAM_FILE_DATA, file_index, data)
             file_addr += len(data)
-            core.bytes += len(data)
         self.plugin.plugin_io(native.IoPkt(C.IO["IO_CLOSE"]))
         return True
+
+    def send(self, stream, file_index, payload):
+        """A data, ACL or XATTR record to the SD: "FD Bytes Written" counts all of
+        it, the offset headers of sparse data included (§13)."""
+        self.writer.write(stream, file_index, payload)
+        self.core.bytes += len(payload)
+
+    def failed(self, what):
+        """A failed get_acl/get_xattr (missing entry points included): the FD logs
+        an empty error line per call and the total at the end (§13)."""
+        self.errors[what] += 1
+        self.core.job_message(C.M["M_ERROR"], "")
 
     def send_acl(self, fname, file_index):
         rc, content = self.plugin.get_acl(fname)
         if rc != OK:
-            self.core.job_message(C.M["M_ERROR"], "Error building ACL streams of %s" % fname)
+            self.failed("acl")
             return
         if content:
             # The FD stores content_length + 1 bytes: a trailing NUL (§3.5).
-            self.writer.write(C.STREAM_ACL_PLUGIN, file_index, content + b"\0")
+            self.send(C.STREAM_ACL_PLUGIN, file_index, content + b"\0")
 
     def send_xattrs(self, fname, file_index):
         pairs = []
         while True:
             rc, pair = self.plugin.get_xattr(fname)
             if rc not in (OK, MORE):
-                self.core.job_message(C.M["M_ERROR"], "Error building XATTR streams of %s"
-                                      % fname)
+                self.failed("xattr")
                 return
             if pair is not None:
                 pairs.append(pair)
             if rc == OK:
                 break
         if pairs:
-            self.writer.write(C.STREAM_XATTR_PLUGIN, file_index, volume.encode_xattrs(pairs))
+            self.send(C.STREAM_XATTR_PLUGIN, file_index, volume.encode_xattrs(pairs))
+
+    def report_acl_xattr_errors(self):
+        for what in ("acl", "xattr"):
+            if self.errors[what]:
+                self.core.job_message(C.M["M_WARNING"], "Encountered %d %s errors while doing "
+                                      "backup" % (self.errors[what], what))
 
     def save_object(self, sp):
         core = self.core

@@ -185,28 +185,38 @@ class Catalog(object):
             latest[row["path"]] = row
         return {path: row for path, row in latest.items() if not row["deleted"]}
 
+    def restore_tree(self, jobids):
+        """The rows a restore can select: the latest versions, without the rows
+        that have no name (a directory saved with an empty link) -- the tree
+        has no node for them."""
+        return [row for row in self.latest_versions(jobids).values() if row["path"]]
+
     def accurate_list(self, client, filesetid, level):
         return [dict(row) for row in sorted(
             self.latest_versions(self.backup_chain(client, filesetid, level)).values(),
             key=lambda r: r["path"])]
 
 
-def select(rows, patterns):
-    """Rows a restore selects: ``patterns`` None selects all; otherwise a row is
-    selected when a pattern matches its path (exactly or as a glob), and a
-    selected directory brings everything below it (``mark`` in bconsole)."""
-    if patterns is None:
+def select(rows, names=None, marks=None):
+    """Rows a restore selects; ``names`` and ``marks`` both None select all.
+
+    ``names``: catalog paths or globs; each selects the entries it matches and
+    nothing more -- a directory's catalog name (``/d/``) is that entry only, as
+    bconsole's ``file=`` (§6 "Paths").  ``marks``: paths or globs marked in the
+    restore tree (a directory with or without its slash); a marked directory
+    brings everything below it, as ``mark`` does.
+    """
+    if names is None and marks is None:
         return list(rows)
     chosen = set()
-    directories = []
+    subtrees = []
     for row in rows:
         path = row["path"]
-        for pattern in patterns:
-            if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path.rstrip("/"),
-                                                                         pattern.rstrip("/")):
-                chosen.add(path)
-                if row["type"] == C.FT["FT_DIREND"]:
-                    directories.append(path if path.endswith("/") else path + "/")
-                break
+        if any(fnmatch.fnmatchcase(path, name) for name in names or ()):
+            chosen.add(path)
+        if any(fnmatch.fnmatchcase(path.rstrip("/"), mark.rstrip("/")) for mark in marks or ()):
+            chosen.add(path)
+            if row["type"] == C.FT["FT_DIREND"]:
+                subtrees.append(path if path.endswith("/") else path + "/")
     return [row for row in rows
-            if row["path"] in chosen or any(row["path"].startswith(d) for d in directories)]
+            if row["path"] in chosen or any(row["path"].startswith(d) for d in subtrees)]

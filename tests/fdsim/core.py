@@ -46,6 +46,7 @@ class PluginCore(object):
         self.events = []
         self.warnings = []
         self.fileset_calls = []
+        self.where = _fd_where(spec)
         self.accurate = {}
         if spec.get("accurate_list_path"):
             self.accurate = _load_accurate(spec["accurate_list_path"])
@@ -74,7 +75,8 @@ class PluginCore(object):
     # --- messages and records ---------------------------------------------------------
 
     def job_message(self, mtype, text):
-        """Jmsg: M_FATAL fails the job, M_ERROR counts a job error (§3.1, §13)."""
+        """Jmsg: M_FATAL fails the job, M_ERROR counts a job error (§3.1, §13) --
+        not in a restore, whose FD Errors stay 0 (§6 "Restore errors")."""
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         text = (text or "").rstrip("\n")
@@ -83,7 +85,7 @@ class PluginCore(object):
         if mtype == C.M["M_FATAL"]:
             self.fatal = True
             self.job_errors = max(self.job_errors, 1)
-        elif mtype in (C.M["M_ERROR"], C.M["M_NOTSAVED"]):
+        elif mtype in (C.M["M_ERROR"], C.M["M_NOTSAVED"]) and self.kind != "restore":
             self.job_errors += 1
         elif mtype in (C.M["M_ABORT"], C.M["M_ERROR_TERM"]):
             # Bareos's message layer aborts/exits the daemon for these types
@@ -151,7 +153,7 @@ class PluginCore(object):
         if var == v["bVarWorkingDir"]:
             return spec["working_directory"]
         if var == v["bVarWhere"]:
-            return spec.get("where")
+            return self.where
         if var == v["bVarExePath"]:
             return spec["exe_path"]
         if var == v["bVarVersion"]:
@@ -197,8 +199,13 @@ class PluginCore(object):
             return OK
         return ERROR
 
+    def plugin_job_message(self, mtype, text):
+        """bareosfd.JobMessage: the job log shows the text after python3-fd's
+        ``python3-fd-mod: `` (§13)."""
+        self.job_message(mtype, _module_text(text))
+
     def debug_message(self, level, text):
-        self.dmsg(level, "python3-fd-mod: " + (text.decode("utf-8") if text else ""))
+        self.dmsg(level, _module_text(text))
 
     def register_events(self, events, register):
         return self.plugin.register_events(events, register)
@@ -263,7 +270,9 @@ class PluginCore(object):
         statp = sp.statp
         if self.spec.get("accurate"):
             name = sp.link if st.S_ISDIR(statp.mode & 0xFFFF) else sp.fname
-            entry = self.accurate.get(name)
+            # A nameless catalog row never matches: a directory saved with an
+            # empty link is sent again in every accurate job (§13).
+            entry = self.accurate.get(name) if name else None
             if entry is None:
                 sp.accurate_found = False
                 return OK
@@ -317,6 +326,21 @@ class PluginCore(object):
             "fileset_calls": self.fileset_calls, "crashed": self.crash,
             "bareos_version": str(self.version),
         }
+
+
+def _module_text(text):
+    """A JobMessage/DebugMessage text (the C string, or NULL) as the FD logs it."""
+    return python_fd.MODULE_PREFIX + (text.decode("utf-8") if text else "")
+
+
+def _fd_where(spec):
+    """The where of the FD's restore command: ``where=/`` and an empty where mean
+    no prefix and reach the plugin as '' (§6, verified); None for regexwhere
+    restores and for backups."""
+    if spec.get("kind") != "restore" or spec.get("regexwhere"):
+        return None
+    where = spec.get("where") or ""
+    return "" if where == "/" else where
 
 
 def _load_accurate(path):

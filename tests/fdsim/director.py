@@ -345,8 +345,10 @@ class Director(object):
         accurate_path = None
         if accurate and level in ("I", "D"):
             accurate_path = os.path.join(job_dir, "accurate.json")
+            entries = self.catalog.accurate_list(client, filesetid, level)
             with open(accurate_path, "w") as f:
-                json.dump(self.catalog.accurate_list(client, filesetid, level), f)
+                json.dump(entries, f)
+            notes.append(["M_INFO", "Sent Accurate information for %d files" % len(entries)])
         plugin_options = ([run_plugin_options] if run_plugin_options else []) + _strings(
             fd_plugin_options)
         spec = self._common_spec(jobid, job, client, debug_level)
@@ -374,16 +376,13 @@ class Director(object):
             elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
                 attrs = record.attributes()
                 kind = attrs["type"]
-                name = attrs["fname"]
-                if kind == C.FT["FT_DIREND"]:
-                    # Directories are cataloged under their link (§2.1, §13).
-                    name = attrs["link"] or ""
-                    if not name:
-                        _director_error(raw, "Path length is zero (directory %s)"
-                                        % attrs["fname"])
-                        continue
-                    if not name.endswith("/"):
-                        name += "/"
+                # Directories are cataloged under their link, as given (§2.1, §13).
+                name = volume.stored_name(attrs)
+                if not name:
+                    # The row stays, nameless, and later accurate lists send it (§13).
+                    _director_error(raw, "Path length is zero" + (
+                        " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
+                        else ""))
                 deleted = kind == C.FT["FT_DELETED"]
                 row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
                        "path": name, "type": kind, "deleted": int(deleted),
@@ -402,19 +401,22 @@ class Director(object):
     # --- restore ---------------------------------------------------------------------------
 
     def restore(self, jobid=None, where=None, regexwhere=None, plugin_options=None,
-                fd_plugin_options=(), replace="always", select=None, prefix_links=False,
-                client=None, fileset_name="fdsim-fileset", job_name="restore-fdsim",
-                debug_level=None, fd=None, wait=True):
+                fd_plugin_options=(), replace="always", select=None, mark=None,
+                prefix_links=False, client=None, fileset_name="fdsim-fileset",
+                job_name="restore-fdsim", debug_level=None, fd=None, wait=True):
         """Run a restore job and return its :class:`JobResult`.
 
         ``jobid``: a JobId or a list of them (the latest version of each path
         over those jobs is restored); None restores the most recent backup of
         ``client`` + ``fileset_name`` (latest Full + Differential + Incrementals).
-        ``where`` / ``regexwhere`` (``!from!to!``; default where is
-        ``<workdir>/bareos-restores``); ``plugin_options``: the restore command's
-        ``pluginoptions=``; ``fd_plugin_options``: the restore Job's FD Plugin
-        Options; ``replace``: always/ifnewer/ifolder/never; ``select``: None (all)
-        or paths/globs (a selected directory brings its contents);
+        ``where`` / ``regexwhere`` (``!from!to!``; where None is
+        ``<workdir>/bareos-restores``, ``"/"`` or ``""`` restore in place);
+        ``plugin_options``: the restore command's ``pluginoptions=``;
+        ``fd_plugin_options``: the restore Job's FD Plugin Options; ``replace``:
+        always/ifnewer/ifolder/never; ``select``: catalog names or globs, each
+        entry alone (a directory as ``/d/``: that entry only, like bconsole's
+        ``file=``); ``mark``: names or globs marked in the restore tree, a
+        directory with everything below it; both None restore everything;
         ``prefix_links``: the restore's PrefixLinks.  ``fd``/``wait``: as for backup.
         """
         if where and regexwhere:
@@ -424,12 +426,12 @@ class Director(object):
                 parse_regexwhere(regexwhere)
             except WhereError as exc:
                 raise ValueError(str(exc))
-        elif not where:
+        elif where is None:
             where = os.path.join(self.workdir, "bareos-restores")
         if replace not in C.REPLACE:
             raise ValueError("replace: expected one of %s" % ", ".join(C.REPLACE))
-        if isinstance(select, str):
-            select = [select]
+        select, mark = ([value] if isinstance(value, str) else value
+                        for value in (select, mark))
         client = client or self.client
         if jobid is None:
             jobids = self._most_recent(client, fileset_name)
@@ -439,8 +441,7 @@ class Director(object):
                 row = self.catalog.job(one)
                 if row is None or row["type"] != "B":
                     raise ValueError("jobid: %r is not a backup job in the catalog" % (one,))
-        rows = sorted(catalog_module.select(
-            list(self.catalog.latest_versions(jobids).values()), select),
+        rows = sorted(catalog_module.select(self.catalog.restore_tree(jobids), select, mark),
             key=lambda r: (r["jobid"], r["fileindex"]))
         objects = [{"object_name": o["object_name"], "object": bytes(o["object"]).hex(),
                     "object_len": o["object_len"], "object_index": o["object_index"],
@@ -457,7 +458,7 @@ class Director(object):
                        "offset": r["vol_offset"]} for r in rows],
             "restore_objects": objects, "restored_jobids": jobids,
         })
-        return self._run(spec, [], fd, wait, None)
+        return self._run(spec, [], fd, wait, _restore_count_check(len(rows)))
 
     def _most_recent(self, client, fileset_name):
         rows = self.catalog._query(
@@ -575,6 +576,19 @@ class Director(object):
 def _strings(value):
     """FD Plugin Options: one string or a list of them."""
     return [value] if isinstance(value, str) else list(value)
+
+
+def _restore_count_check(expected):
+    """The Director's end of a restore: fewer files restored than selected is the
+    warning "File count mismatch" and ends the job W -- a restore's M_ERRORs do
+    not count as FD errors, this is what marks such a job (§6 "Restore errors")."""
+    def check(spec, raw):
+        if raw["files"] < expected:
+            raw["log"].append(["M_WARNING", "File count mismatch: expected %d files, "
+                                            "restored %d" % (expected, raw["files"])])
+            if raw["status"] == "T":
+                raw["status"] = "W"
+    return check
 
 
 def _director_error(raw, text):

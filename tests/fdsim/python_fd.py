@@ -24,6 +24,9 @@ PLUGIN_NAME = "python3"
 #: python3-fd's own debug messages (Dmsg at level 150, prefix "python3-fd: ").
 DEBUG_LEVEL = 150
 LOGPREFIX = "python3-fd: "
+#: What python3-fd puts before the texts of bareosfd.JobMessage and DebugMessage
+#: (and of its own messages about the module).
+MODULE_PREFIX = "python3-fd-mod: "
 
 _SIMULATED_C_FILES = {os.path.abspath(f) for f in (
     __file__, standin.__file__, sm.__file__, native.__file__)}
@@ -110,7 +113,7 @@ class PythonFdPlugin(object):
     def _lookup(self, name):
         function = self.module.__dict__.get(name) if self.module is not None else None
         if function is None or not callable(function):
-            self.core.dmsg(DEBUG_LEVEL, "python3-fd-mod: Failed to find function named %s()"
+            self.core.dmsg(DEBUG_LEVEL, MODULE_PREFIX + "Failed to find function named %s()"
                            % name)
             return None
         return function

@@ -17,6 +17,8 @@ from . import volume
 FT = C.FT
 CF = C.CF
 OK = C.BRC["bRC_OK"]
+#: IO_OPEN flags of a file the core has the plugin create (§4, §6).
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
 class WhereError(ValueError):
@@ -64,12 +66,13 @@ def _split_unescaped(text, sep):
 
 
 def apply_where(name, where, rules):
-    """The name the core builds before create_file (§6)."""
+    """The name the core builds before create_file (§6); ``where`` is the FD's
+    (already '' for ``where=/``)."""
     if rules:
         for pattern, replacement, count in rules:
             name = pattern.sub(replacement, name, count=count)
         return name
-    if not where or where == "/":
+    if not where:
         return name
     where = where.rstrip("/")
     return where + name if name.startswith("/") else where + "/" + name
@@ -170,20 +173,20 @@ class _Restorer(object):
 
     def attributes(self, attrs, file_index):
         core = self.core
-        fname = attrs["fname"]
+        fname = volume.stored_name(attrs)  # a directory's ends with "/" (§6)
         kind = attrs["type"]
         link = attrs["link"]
-        ofname = apply_where(fname, self.spec.get("where"), self.rules)
+        ofname = apply_where(fname, core.where, self.rules)
         olname = link
         if link and (kind == FT["FT_LNKSAVED"] or (
                 kind == FT["FT_LNK"] and self.spec.get("prefix_links") and link.startswith("/"))):
-            olname = apply_where(link, self.spec.get("where"), self.rules)
+            olname = apply_where(link, core.where, self.rules)
         rp = native.RestorePkt(
             stream=C.STREAM_UNIX_ATTRIBUTES, data_stream=attrs["data_stream"], type=kind,
             file_index=file_index, linkFI=attrs["link_fi"],
             uid=attrs["stat"]["uid"], statp=native.Stat(**attrs["stat"]), attrEX=None,
             ofname=ofname, olname=olname if kind in (FT["FT_LNK"], FT["FT_LNKSAVED"]) else "",
-            where=None if self.rules else self.spec.get("where"),
+            where=core.where,
             replace=ord(self.replace), original_file_name=fname,
             original_link_name=link if kind in (FT["FT_LNK"], FT["FT_LNKSAVED"]) else None)
         self.opened_fd = None
@@ -228,9 +231,8 @@ class _Restorer(object):
         # CF_EXTRACT and any other value: the core opens through the plugin
         return self.open_for_write(rp, 0o600)
 
-    def open_for_write(self, rp, mode):
-        error, self.opened_fd = self.core.plugin_open(
-            rp.ofname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    def open_for_write(self, rp, mode, flags=CREATE_FLAGS):
+        error, self.opened_fd = self.core.plugin_open(rp.ofname, flags, mode)
         if error:
             self.core.job_message(C.M["M_ERROR"], "Could not create %s: ERR=%s"
                                   % (rp.ofname, error))
@@ -324,7 +326,9 @@ class _CoreCreate(object):
         self.restorer = restorer
         self.core = restorer.core
         self.rp = rp
-        self.path = rp.ofname.encode("utf-8")
+        # The core's own calls take a directory's name without its trailing "/".
+        path = rp.ofname.encode("utf-8")
+        self.path = path.rstrip(b"/") or path
 
     def run(self):
         rp = self.rp
@@ -350,7 +354,8 @@ class _CoreCreate(object):
             if kind == FT["FT_FIFO"]:
                 self._make_parents()
                 os.mkfifo(self.path, mode & 0o7777)
-                return self._open_through_plugin()
+                # the FIFO exists: opened for writing only (§6, verified)
+                return self._open_through_plugin(os.O_WRONLY)
             if kind == FT["FT_SPEC"]:
                 return self._special(mode)
             if kind == FT["FT_LNK"]:
@@ -389,8 +394,8 @@ class _CoreCreate(object):
         if parent and not os.path.isdir(parent):
             os.makedirs(parent, 0o777)
 
-    def _open_through_plugin(self):
-        return self.restorer.open_for_write(self.rp, 0)  # IO_OPEN has mode 0 (§13)
+    def _open_through_plugin(self, flags=CREATE_FLAGS):
+        return self.restorer.open_for_write(self.rp, 0, flags)  # IO_OPEN has mode 0 (§13)
 
     def _special(self, mode):
         rp = self.rp

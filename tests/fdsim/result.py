@@ -2,6 +2,7 @@
 from collections import namedtuple
 
 from .core import STATUS_TEXT
+from .python_fd import MODULE_PREFIX
 
 LogEntry = namedtuple("LogEntry", "type text")
 DebugEntry = namedtuple("DebugEntry", "level text")
@@ -63,6 +64,12 @@ class JobResult(object):
     def messages(self, *types):
         """Job log texts, optionally only of the given ``M_*`` types."""
         return [e.text for e in self.log if not types or e.type in types]
+
+    def plugin_messages(self, *types):
+        """The texts the plugin itself sent with ``bareosfd.JobMessage``, without
+        the ``python3-fd-mod: `` the job log shows before them."""
+        return [text[len(MODULE_PREFIX):] for text in self.messages(*types)
+                if text.startswith(MODULE_PREFIX)]
 
     def delivered_events(self):
         return [e.event for e in self.events if e.delivered]

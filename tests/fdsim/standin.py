@@ -388,7 +388,7 @@ def build_module(version, context):
 
     def JobMessage(*args, **kwargs):
         mtype, text = _message(args, kwargs)
-        ctx().job_message(mtype, text)
+        ctx().plugin_job_message(mtype, text)
 
     def _events(args, kwargs):
         plain(args, kwargs, 1)

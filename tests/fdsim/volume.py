@@ -61,6 +61,15 @@ class Record(object):
         return pairs
 
 
+def stored_name(attributes):
+    """The name an attribute record is filed under: a directory's is its ``link``
+    (``.../dir/``, or whatever the plugin gave), everything else its ``fname``
+    (§6 "Paths", §13).  The catalog lists it; a restore puts where before it."""
+    if attributes["type"] == C.FT["FT_DIREND"]:
+        return attributes["link"] or ""
+    return attributes["fname"]
+
+
 def encode_attributes(attributes):
     return json.dumps(attributes, sort_keys=True).encode("utf-8")
 

@@ -4,7 +4,8 @@ points implemented with plain defaults.  A test plugin subclasses
 ``entry_points(globals(), TheClass)``.
 
 Options: ``files=/a,/b`` (names; content is the name repeated ``size`` times),
-``size=N`` (default 3).
+``size=N`` (default 3), ``acl=TEXT`` and ``xattr=NAME=VALUE`` (every file gets
+that ACL content and that one xattr; default: none).
 """
 import os
 
@@ -92,9 +93,15 @@ class VirtualPlugin(object):
         return bareosfd.bRC_OK
 
     def get_acl(self, acl):
+        if "acl" in self.options:
+            acl.content = bytearray(self.options["acl"].encode("utf-8"))
         return bareosfd.bRC_OK
 
     def get_xattr(self, xattr):
+        if "xattr" in self.options:
+            name, value = self.options["xattr"].split("=", 1)
+            xattr.name = bytearray(name.encode("utf-8"))
+            xattr.value = bytearray(value.encode("utf-8"))
         return bareosfd.bRC_OK
 
     def check_file(self, fname):
