@@ -85,7 +85,7 @@ def trees(work):
 
 @pytest.fixture(scope="module")
 def raws(work, trees):
-    """{"old", "new"}: raw container disks (GPT + mkfs.ext4 -d) of the two trees."""
+    """{"old", "new"}: raw container disks (GPT + ext4, make_ct_raw_disk) of the two trees."""
     found = {}
     for name in ("old", "new"):
         found[name] = os.path.join(work, name.encode() + b".raw")
@@ -570,7 +570,7 @@ def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
 
 
 def test_cli_import_raw_then_portable_mount_shows_the_tree(raws, trees, target, run_dir, work):
-    """The whole road without libploop's driver: a mkfs.ext4 -d disk, import-raw,
+    """The whole road without libploop's driver: a make_ct_raw_disk disk, import-raw,
     a portable mount, a recursive compare, umount."""
     dd = ok("import-raw", raws["old"], tempfile.mkdtemp(dir=work)).strip()
     ok("mount", "-r", "--backend", "portable", "-m", target, dd)

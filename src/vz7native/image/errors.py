@@ -27,3 +27,7 @@ class NoPartitionTable(ImageError):
 
 class ToolError(ImageError):
     """An external program (parted, mkfs.ext4) is missing or failed."""
+
+
+class TreeDoesNotFit(ImageError):
+    """A directory tree is larger than the disk it should be copied into."""

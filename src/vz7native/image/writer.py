@@ -22,7 +22,7 @@ READ_CHUNK = 16 << 20
 V1_MAX_SECTORS = 1 << 32  # v1 BAT entries are u32 sector numbers
 
 
-def _data_ranges(fd, size):
+def data_ranges(fd, size):
     """(start, end) byte ranges of ``fd`` that may hold data (holes skipped)."""
     pos = 0
     while pos < size:
@@ -43,7 +43,7 @@ def _data_ranges(fd, size):
 def _clusters_with_data(fd, size, cluster_size):
     """Indexes of the clusters of ``fd`` that are not in a hole, ascending."""
     last = -1
-    for start, end in _data_ranges(fd, size):
+    for start, end in data_ranges(fd, size):
         for index in range(max(start // cluster_size, last + 1),
                            round_up(end, cluster_size) // cluster_size):
             yield index
