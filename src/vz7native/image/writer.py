@@ -13,6 +13,7 @@ from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLU
                                    Header, bat_from_bytes, bat_to_bytes)
 from vz7native.image.descriptor import SECTOR_SIZE, descriptor_xml, read_descriptor, round_up
 from vz7native.image.errors import ImageError
+from vz7native.image.files import open_regular
 from vz7native.image.reader import open_virtual_disk
 from vz7native.paths import DESCRIPTOR_NAME, fspath, show
 
@@ -134,7 +135,7 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
     dd = os.path.join(target_dir, DESCRIPTOR_NAME)
     image = os.path.join(target_dir, name)
 
-    raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    raw_fd = open_regular(raw_disk, what="raw disk")
     created = []
     try:
         size = os.fstat(raw_fd).st_size
@@ -239,13 +240,13 @@ def write_clusters(path, raw_disk):
         if top.in_use:
             raise ImageError("%s is in use (mounted?): refusing to write into it"
                              % show(top.file))
-        raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        raw_fd = open_regular(raw_disk, what="raw disk")
         try:
             size = os.fstat(raw_fd).st_size
             if size != vdisk.size:
                 raise ImageError("%s has %d bytes, but the disk of %s has %d" % (
                     show(raw_disk), size, show(descriptor.path), vdisk.size))
-            top_fd = os.open(top.file, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            top_fd = open_regular(top.file, os.O_RDWR)
             try:
                 return _write_changes(vdisk, raw_fd, top, top_fd)
             finally:
