@@ -1,7 +1,10 @@
 """Images made to hurt: files that are not regular files, headers that lie about
 the BAT. Checked through the CLI in a child process, so that a regression shows
 as a timeout or a memory figure instead of a hung or swapping test run."""
+import errno
+import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -178,3 +181,49 @@ def test_check_says_where_each_delta_lives(small_image, tmp_path):
     os.rename(moved, delta)
     assert image.verify(dd).deltas[0][-2:] == (delta, False)
     assert "outside" not in vz7ploop("check", dd)[1]
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest(), os.fstat(f.fileno()).st_size
+
+
+def test_write_clusters_on_a_full_disk_leaves_the_image_as_it_was(small_image, tmp_path,
+                                                                   tmpfs_at):
+    dd, delta = small_image
+    room = tmpfs_at(b"full", options=b"size=8m")
+    image_dir = os.path.join(room, b"img")
+    shutil.copytree(os.path.dirname(dd), image_dir)
+    dd = os.path.join(image_dir, b"DiskDescriptor.xml")
+    delta = os.path.join(image_dir, b"root.hds")
+    before = _digest(delta), _digest(dd)
+    # The delta holds cluster 0 and takes 2 MiB of the 8: 12 new clusters do not fit.
+    changed = os.path.join(os.fsencode(str(tmp_path)), b"changed.raw")
+    with open(changed, "wb") as f:
+        f.truncate(16 * MiB)
+        for index in range(12):
+            f.seek((index + 2) * MiB)
+            f.write(b"cluster %d" % index)
+        f.seek(0)
+        f.write(b"DATA")                        # cluster 0 changes in place
+    with pytest.raises(image.WriteError) as err:
+        image.write_clusters(dd, changed)
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+    assert str(err.value) == "[Errno 28] cannot write %s: No space left on device; the image " \
+        "is as it was" % os.fsdecode(delta)
+    assert (_digest(delta), _digest(dd)) == before
+    assert image.verify(dd).ok
+    with image.open_virtual_disk(dd) as disk:
+        assert disk.read(0, 4) == b"data"
+
+
+def test_import_raw_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, tmpfs_at):
+    raw = os.path.join(os.fsencode(str(tmp_path)), b"disk.raw")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(4 * MiB))
+    room = tmpfs_at(b"full", options=b"size=2m")
+    with pytest.raises(image.WriteError, match=r"cannot write .*/img/root\.hds: No space left "
+                       r"on device; nothing is left of the new image") as err:
+        image.import_raw(raw, os.path.join(room, b"img"))
+    assert err.value.errno == errno.ENOSPC
+    assert os.listdir(room) == []

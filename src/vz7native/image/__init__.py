@@ -57,7 +57,7 @@ from vz7native.image.delta import Delta, Ploop1Delta, RawDelta
 from vz7native.image.descriptor import (NULL_GUID, TOP_GUID, DiskDescriptor, ImageEntry, Shot,
                                         read_descriptor)
 from vz7native.image.errors import (DescriptorError, FormatError, ImageError, NoPartitionTable,
-                                    SnapshotNotFound, ToolError, TreeDoesNotFit)
+                                    SnapshotNotFound, ToolError, TreeDoesNotFit, WriteError)
 from vz7native.image.gpt import LINUX_FILESYSTEM, Partition, find_partition
 from vz7native.image.reader import RawDiskFile, VirtualDisk, open_virtual_disk
 from vz7native.image.verify import DeltaReport, VerifyReport, verify
@@ -69,7 +69,7 @@ __all__ = [
     "Delta", "DeltaReport", "DescriptorError", "DiskDescriptor", "FormatError", "ImageEntry",
     "ImageError", "NoPartitionTable", "Partition", "Ploop1Delta", "RawDelta", "RawDiskFile",
     "Shot", "SnapshotNotFound", "ToolError", "TreeDoesNotFit", "VerifyReport", "VirtualDisk",
-    "descriptor_path",
+    "WriteError", "descriptor_path",
     "find_partition", "import_raw", "make_ct_disk", "make_ct_raw_disk", "open_virtual_disk",
     "partition_layout", "read_descriptor", "verify", "write_clusters",
 ]
