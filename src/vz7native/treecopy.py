@@ -77,12 +77,13 @@ def _proc(dir_fd, name):
 
 
 class _Dir(object):
-    """A directory being copied: open on both sides, finished once its entries are."""
+    """A directory being copied: open on both sides, finished once its entries are.
+    ``created``: made by the copy (not a directory that was there already)."""
 
-    __slots__ = ("rel", "src", "dst", "st")
+    __slots__ = ("rel", "src", "dst", "st", "created")
 
-    def __init__(self, rel, src, dst, st):
-        self.rel, self.src, self.dst, self.st = rel, src, dst, st
+    def __init__(self, rel, src, dst, st, created):
+        self.rel, self.src, self.dst, self.st, self.created = rel, src, dst, st, created
 
     def close(self):
         for fd in (self.src, self.dst):
@@ -112,15 +113,26 @@ def _copy_xattrs(src_fd, dst_fd, name):
                     follow_symlinks=follow)
 
 
-def _set_inode(fd, st):
-    """Owner, mode, then (after the caller's xattrs) nothing else: chown first,
-    since it clears setuid bits and file capabilities."""
-    os.fchown(fd, st.st_uid, st.st_gid)
+def _owned_as_made(st):
+    """Whether an entry this process creates gets the owner of ``st`` anyway (its
+    directories have no setgid bit while they are filled): no chown needed."""
+    return st.st_uid == os.geteuid() and st.st_gid == os.getegid()
+
+
+def _set_inode(fd, st, created=True):
+    """Owner, then mode: chown first, since it clears setuid bits and file
+    capabilities (the caller's xattrs come after both)."""
+    if not (created and _owned_as_made(st)):
+        os.fchown(fd, st.st_uid, st.st_gid)
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
 
 
-def _copy_data(src, dst, size):
-    for start, end in data_ranges(src, size):
+def _copy_data(src, dst, st):
+    """The data of ``src`` into ``dst``: its data ranges only when it has holes."""
+    size = st.st_size
+    sparse = st.st_blocks * 512 < size
+    pos = 0
+    for start, end in data_ranges(src, size) if sparse else ((0, size),):
         pos = start
         while pos < end:
             data = os.pread(src, min(COPY_CHUNK, end - pos), pos)
@@ -131,7 +143,8 @@ def _copy_data(src, dst, size):
                 written = os.pwrite(dst, view, pos)
                 view = view[written:]
                 pos += written
-    os.ftruncate(dst, size)
+    if pos < size:      # a hole at the end
+        os.ftruncate(dst, size)
 
 
 def _open_source_file(dir_fd, name):
@@ -151,7 +164,7 @@ def _copy_file(parent, name, st):
             raise OSError(errno.ESTALE, "replaced by something else during the copy")
         dst = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent.dst)
         try:
-            _copy_data(src, dst, st.st_size)   # writes drop capabilities: data first
+            _copy_data(src, dst, st)   # writes drop capabilities: data first
             _set_inode(dst, st)
             _copy_xattrs(src, dst, None)
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -168,7 +181,8 @@ def _copy_special(parent, name, st):
         os.symlink(os.readlink(name, dir_fd=parent.src), name, dir_fd=parent.dst)
     else:
         os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=parent.dst)
-    os.chown(name, st.st_uid, st.st_gid, dir_fd=parent.dst, follow_symlinks=False)
+    if not _owned_as_made(st):
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=parent.dst, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=parent.dst)
     _copy_xattrs(parent.src, parent.dst, name)
@@ -177,22 +191,23 @@ def _copy_special(parent, name, st):
 
 
 def _enter_dir(parent, name, rel, st):
+    created = True
     try:
         os.mkdir(name, 0o700, dir_fd=parent.dst)
     except FileExistsError:
-        pass        # e.g. lost+found of a fresh ext4: taken over (O_NOFOLLOW refuses non-dirs)
+        created = False     # e.g. lost+found of a fresh ext4: taken over (not if no dir)
     src = os.open(name, _DIR_FLAGS, dir_fd=parent.src)
     try:
         dst = os.open(name, _DIR_FLAGS, dir_fd=parent.dst)
     except BaseException:
         os.close(src)
         raise
-    return _Dir(rel, src, dst, st)
+    return _Dir(rel, src, dst, st, created)
 
 
 def _finish_dir(directory, flags):
     """A directory's own attributes, once everything inside it is there."""
-    _set_inode(directory.dst, directory.st)
+    _set_inode(directory.dst, directory.st, directory.created)
     _copy_xattrs(directory.src, directory.dst, None)
     os.utime(directory.dst, ns=(directory.st.st_atime_ns, directory.st.st_mtime_ns))
     copied = _get_flags(directory.src) & COPIED_FLAGS
@@ -270,7 +285,7 @@ def copy_tree(source, target):
         for entry in walk(source, order="pre"):
             rel, st = entry.relpath, entry.stat
             if not stack:
-                stack.append(_Dir(b"", os.open(source, _DIR_FLAGS), os.dup(root_fd), st))
+                stack.append(_Dir(b"", os.open(source, _DIR_FLAGS), os.dup(root_fd), st, False))
                 continue
             parent_rel, name = os.path.split(rel)
             while stack[-1].rel != parent_rel:
