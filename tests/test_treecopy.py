@@ -120,3 +120,14 @@ def test_a_failure_names_the_entry(trees, tmpfs_at):
     with pytest.raises(treecopy.CopyError, match="cannot copy big from .*: No space left") as e:
         treecopy.copy_tree(source, small)
     assert e.value.errno == errno.ENOSPC and e.value.path == b"big"
+
+
+def test_a_setgid_target_passes_no_group_on(trees):
+    source, target, _ = trees
+    os.makedirs(os.path.join(source, b"sub/subsub"))
+    for rel in (b"top-file", b"sub/file", b"sub/subsub/file"):
+        open(os.path.join(source, rel), "w").close()
+    os.chown(target, 0, 1234)
+    os.chmod(target, 0o2775)            # what is made in it gets group 1234 and setgid dirs
+    treecopy.copy_tree(source, target)
+    assert describe(target) == describe(source)

@@ -78,12 +78,16 @@ def _proc(dir_fd, name):
 
 class _Dir(object):
     """A directory being copied: open on both sides, finished once its entries are.
-    ``created``: made by the copy (not a directory that was there already)."""
+    ``plain``: made by the copy in a plain directory, so it has no setgid bit
+    while it is filled (one that was there already, or made in one that has the
+    bit, may have it and pass its group on); ``owner_as_made``: it got the owner
+    of its source when it was made (see :func:`_owned_as_made`)."""
 
-    __slots__ = ("rel", "src", "dst", "st", "created")
+    __slots__ = ("rel", "src", "dst", "st", "plain", "owner_as_made")
 
-    def __init__(self, rel, src, dst, st, created):
-        self.rel, self.src, self.dst, self.st, self.created = rel, src, dst, st, created
+    def __init__(self, rel, src, dst, st, plain, owner_as_made):
+        self.rel, self.src, self.dst, self.st = rel, src, dst, st
+        self.plain, self.owner_as_made = plain, owner_as_made
 
     def close(self):
         for fd in (self.src, self.dst):
@@ -113,16 +117,16 @@ def _copy_xattrs(src_fd, dst_fd, name):
                     follow_symlinks=follow)
 
 
-def _owned_as_made(st):
-    """Whether an entry this process creates gets the owner of ``st`` anyway (its
-    directories have no setgid bit while they are filled): no chown needed."""
-    return st.st_uid == os.geteuid() and st.st_gid == os.getegid()
+def _owned_as_made(st, parent):
+    """Whether an entry this process creates in ``parent`` gets the owner of ``st``
+    anyway (in a plain directory it gets our own): no chown needed."""
+    return parent.plain and st.st_uid == os.geteuid() and st.st_gid == os.getegid()
 
 
-def _set_inode(fd, st, created=True):
-    """Owner, then mode: chown first, since it clears setuid bits and file
-    capabilities (the caller's xattrs come after both)."""
-    if not (created and _owned_as_made(st)):
+def _set_inode(fd, st, owner_as_made):
+    """Owner (unless ``owner_as_made``), then mode: chown first, since it clears
+    setuid bits and file capabilities (the caller's xattrs come after both)."""
+    if not owner_as_made:
         os.fchown(fd, st.st_uid, st.st_gid)
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
 
@@ -165,7 +169,7 @@ def _copy_file(parent, name, st):
         dst = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent.dst)
         try:
             _copy_data(src, dst, st)   # writes drop capabilities: data first
-            _set_inode(dst, st)
+            _set_inode(dst, st, _owned_as_made(st, parent))
             _copy_xattrs(src, dst, None)
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
@@ -181,7 +185,7 @@ def _copy_special(parent, name, st):
         os.symlink(os.readlink(name, dir_fd=parent.src), name, dir_fd=parent.dst)
     else:
         os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=parent.dst)
-    if not _owned_as_made(st):
+    if not _owned_as_made(st, parent):
         os.chown(name, st.st_uid, st.st_gid, dir_fd=parent.dst, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=parent.dst)
@@ -196,18 +200,19 @@ def _enter_dir(parent, name, rel, st):
         os.mkdir(name, 0o700, dir_fd=parent.dst)
     except FileExistsError:
         created = False     # e.g. lost+found of a fresh ext4: taken over (not if no dir)
+    owner_as_made = created and _owned_as_made(st, parent)
     src = os.open(name, _DIR_FLAGS, dir_fd=parent.src)
     try:
         dst = os.open(name, _DIR_FLAGS, dir_fd=parent.dst)
     except BaseException:
         os.close(src)
         raise
-    return _Dir(rel, src, dst, st, created)
+    return _Dir(rel, src, dst, st, created and parent.plain, owner_as_made)
 
 
 def _finish_dir(directory, flags):
     """A directory's own attributes, once everything inside it is there."""
-    _set_inode(directory.dst, directory.st, directory.created)
+    _set_inode(directory.dst, directory.st, directory.owner_as_made)
     _copy_xattrs(directory.src, directory.dst, None)
     os.utime(directory.dst, ns=(directory.st.st_atime_ns, directory.st.st_mtime_ns))
     copied = _get_flags(directory.src) & COPIED_FLAGS
@@ -285,7 +290,8 @@ def copy_tree(source, target):
         for entry in walk(source, order="pre"):
             rel, st = entry.relpath, entry.stat
             if not stack:
-                stack.append(_Dir(b"", os.open(source, _DIR_FLAGS), os.dup(root_fd), st, False))
+                stack.append(_Dir(b"", os.open(source, _DIR_FLAGS), os.dup(root_fd), st,
+                                  False, False))
                 continue
             parent_rel, name = os.path.split(rel)
             while stack[-1].rel != parent_rel:
