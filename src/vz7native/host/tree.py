@@ -78,10 +78,11 @@ def _set_all_times(root):
 
 def odd_dates():
     """(path below ``TIMES_DIR``, access = modification time in ns) of every entry
-    dated from ``ODD_TIMES``."""
+    dated from ``ODD_TIMES``. The directory and the symlink are dated in the past:
+    with a future mtime, every listing or readlink would move their atime (relatime)."""
     by_name = dict(ODD_TIMES)
     return list(ODD_TIMES) + [
-        (b"dir-2446/inside", by_name[b"minus-1s"]), (b"dir-2446", by_name[b"2446"]),
+        (b"dir-1960/inside", by_name[b"minus-1s"]), (b"dir-1960", by_name[b"1960"]),
         (b"symlink-1901", by_name[b"1901"]), (b"fifo-2038", by_name[b"2038"])]
 
 
@@ -92,8 +93,8 @@ def _write_odd_times(root):
     os.mkdir(times)
     for name, _ in ODD_TIMES:
         write_file(os.path.join(times, name), b"dated " + name + b"\n")
-    os.mkdir(os.path.join(times, b"dir-2446"))
-    write_file(os.path.join(times, b"dir-2446", b"inside"), b"a directory's time is set last\n")
+    os.mkdir(os.path.join(times, b"dir-1960"))
+    write_file(os.path.join(times, b"dir-1960", b"inside"), b"a directory's time is set last\n")
     os.symlink(b"2100", os.path.join(times, b"symlink-1901"))
     os.mkfifo(os.path.join(times, b"fifo-2038"), 0o600)
     os.link(os.path.join(times, b"fifo-2038"), os.path.join(times, b"fifo-2038.link"))
