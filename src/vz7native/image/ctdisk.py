@@ -37,7 +37,7 @@ MIN_DISK_SIZE = 16 << 20
 INODE_SIZE = 256
 # ext4 features left out: metadata_csum, as on VZ7 hosts, whose mkfs (e2fsprogs
 # 1.42) does not know it; it would also checksum every inode and block the copy
-# writes (a third of the copy's time here).
+# writes.
 MKFS_FEATURES = "^metadata_csum"
 # The filesystem is filled for the image file to be made of it, not to survive a
 # crash on the way: no journal (noload: the fresh, clean journal stays as mkfs made
