@@ -35,7 +35,7 @@ from vz7native.walk import walk  # noqa: E402
 
 VZ7PLOOP = os.path.join(os.path.dirname(sys.executable), "vz7ploop")
 REFERENCE_PLUGIN = os.path.join(os.path.dirname(HERE), "tests", "fdsim", "plugins")
-# What ext4 adds and mkfs.ext4 -d does not copy: not part of the container's tree.
+# The top directory (a restore target has its own) and what ext4 adds: not compared.
 NOT_COMPARED = (b"", b"lost+found")
 
 

@@ -6,11 +6,13 @@ import subprocess
 import pytest
 
 from conftest import require
-from ct_tree import describe
+from ct_tree import assert_same_tree, describe
 from vz7native import image, procfs
+from vz7native.mount import mount_readonly, state
 from vz7native.host import RUNNING, STOPPED
 from vz7native.host.sandbox import DEFAULT_DISK_SIZE, Sandbox
-from vz7native.host.tree import DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, OLD_MTIME, write_tree
+from vz7native.host.tree import (DEEP_LEVELS, NON_UTF8_DIR, NON_UTF8_FILE, OLD_MTIME, TIMES_DIR,
+                                 odd_dates, write_tree)
 
 pytestmark = pytest.mark.root
 
@@ -59,9 +61,20 @@ def test_a_seed_decides_the_tree(tmp_path):
         write_tree(str(tmp_path / name), seed)
     assert describe(str(tmp_path / "a")) == describe(str(tmp_path / "b"))
     assert describe(str(tmp_path / "a")) != describe(str(tmp_path / "c"))
-    times = {os.lstat(os.path.join(base, name)).st_mtime_ns
-             for base, dirs, files in os.walk(str(tmp_path / "a")) for name in dirs + files}
-    assert times == {OLD_MTIME * 10 ** 9}
+    top = os.fsencode(str(tmp_path / "a"))
+    odd = {os.path.join(TIMES_DIR, name): ns for name, ns in odd_dates()}
+    odd[os.path.join(TIMES_DIR, b"fifo-2038.link")] = odd[os.path.join(TIMES_DIR, b"fifo-2038")]
+    times = {}
+    for base, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            # describe() listed the directories and read the symlinks: their atimes moved.
+            atime = st.st_atime_ns if name in files and not stat.S_ISLNK(st.st_mode) else None
+            times[os.path.relpath(path, top)] = (atime, st.st_mtime_ns)
+    assert {rel: t for rel, t in times.items() if rel in odd} == {
+        rel: (ns if times[rel][0] is not None else None, ns) for rel, ns in odd.items()}
+    assert {t[1] for rel, t in times.items() if rel not in odd} == {OLD_MTIME * 10 ** 9}
 
 
 def test_a_seed_decides_the_host(tmp_path):
@@ -102,6 +115,36 @@ def test_what_a_container_is_made_of(tmp_path):
     finally:
         box.close()
     assert mounts_under(box.root) == []
+
+
+def test_the_image_holds_exactly_the_tree(tmp_path):
+    """Through the portable mount, entry by entry: times before 1970 and past 2038
+    in nanoseconds, hard-linked symlinks and FIFOs, and everything else."""
+    box = Sandbox.build(str(tmp_path / "host"), count=1, seed=4, running=())
+    ct = box.containers[0]
+    target = tmp_path / "view"
+    target.mkdir()
+    old_run_dir = os.environ.get(state.RUN_DIR_ENV)
+    os.environ[state.RUN_DIR_ENV] = str(tmp_path / "run")
+    try:
+        with mount_readonly(ct.disk_descriptor, str(target), backend="portable") as view:
+            assert_same_tree(box.tree(ct), view.target)
+            seen = describe(view.target)
+            times = os.path.join(view.target, TIMES_DIR)
+            for name, ns in odd_dates():
+                st = os.lstat(os.path.join(times, name))
+                assert (st.st_atime_ns, st.st_mtime_ns) == (ns, ns), name
+    finally:
+        box.close()
+        if old_run_dir is None:
+            del os.environ[state.RUN_DIR_ENV]
+        else:
+            os.environ[state.RUN_DIR_ENV] = old_run_dir
+    assert seen[b"srv/os-release"]["links"] == [b"etc/os-release.link", b"srv/os-release"]
+    assert seen[b"srv/os-release"]["kind"] == stat.S_IFLNK
+    assert seen[b"tmp/fifo"]["links"] == [b"srv/fifo.link", b"tmp/fifo"]
+    assert seen[os.path.join(TIMES_DIR, b"fifo-2038")]["links"] == [
+        os.path.join(TIMES_DIR, b"fifo-2038"), os.path.join(TIMES_DIR, b"fifo-2038.link")]
 
 
 def test_a_crashed_sandbox_is_cleaned_up_by_the_next_one(tmp_path):

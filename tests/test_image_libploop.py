@@ -1,5 +1,5 @@
 """vz7native.image against libploop itself (Debian 1.15: CLI and binding), on real
-container disks (GPT + ext4 built by mkfs.ext4 -d from a tree with every file kind).
+container disks (GPT + ext4 filled by make_ct_raw_disk from a tree with every file kind).
 
 libploop must accept what we write (``ploop check``), give it back unchanged
 (``ploop convert -f raw``), snapshot and merge it; our reader must show every
@@ -230,7 +230,7 @@ def test_snapshotted_image_helper(tmp_path, disks):
 # -- the disk builder -------------------------------------------------------------------
 
 def test_the_disk_builder_keeps_every_file_kind(tmp_path, disks):
-    """mkfs.ext4 -d through make_ct_raw_disk keeps what a container needs: the
+    """make_ct_raw_disk keeps what a container needs: the
     ext4 in the raw disk, mounted read-only over loop, equals its source tree."""
     for name in ("old", "new"):
         mount_point = tmp_path / name

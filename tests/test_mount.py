@@ -85,7 +85,7 @@ def trees(work):
 
 @pytest.fixture(scope="module")
 def raws(work, trees):
-    """{"old", "new"}: raw container disks (GPT + mkfs.ext4 -d) of the two trees."""
+    """{"old", "new"}: raw container disks (GPT + ext4, make_ct_raw_disk) of the two trees."""
     found = {}
     for name in ("old", "new"):
         found[name] = os.path.join(work, name.encode() + b".raw")
@@ -570,7 +570,7 @@ def test_cli_mount_stays_until_cli_umount(v1, trees, target, run_dir, work):
 
 
 def test_cli_import_raw_then_portable_mount_shows_the_tree(raws, trees, target, run_dir, work):
-    """The whole road without libploop's driver: a mkfs.ext4 -d disk, import-raw,
+    """The whole road without libploop's driver: a make_ct_raw_disk disk, import-raw,
     a portable mount, a recursive compare, umount."""
     dd = ok("import-raw", raws["old"], tempfile.mkdtemp(dir=work)).strip()
     ok("mount", "-r", "--backend", "portable", "-m", target, dd)
@@ -604,3 +604,61 @@ def test_cli_mount_errors_name_the_problem(v1, target):
     assert "12345678-1234-1234-1234-123456789abc" in err
     rc, _, err = run("mount", "-r", "--backend", "kernel", "-m", target, dd)
     assert rc == 2 and "SYSEXIT_DEVICE" in err
+
+
+# -- hostile images and a full run dir ----------------------------------------------
+
+def _image_copy(v1, work):
+    """A copy of the v1 image (descriptor and deltas) to damage: (dd, top delta)."""
+    dd, _ = v1
+    copy = os.path.join(tempfile.mkdtemp(dir=work), b"ct")
+    shutil.copytree(os.path.dirname(dd), copy)
+    copied = image.read_descriptor(copy)
+    return copied.path, copied.chain()[0].file
+
+
+def test_a_delta_that_is_a_fifo_fails_the_mount_at_once(v1, work, target, run_dir):
+    dd, top = _image_copy(v1, work)
+    os.unlink(top)
+    os.mkfifo(top)
+    started = time.monotonic()
+    with pytest.raises(image.FormatError, match="delta %s is a FIFO, not a regular file"
+                       % os.fsdecode(top)):
+        mount.mount_readonly(dd, target, backend="portable")
+    assert time.monotonic() - started < 20
+    assert state.load_all(run_dir) == []
+    with mount.mount_readonly(v1[0], target, backend="portable"):    # the target is free
+        assert procfs.mounts_at(target)
+
+
+def test_a_corrupt_delta_fails_the_mount_as_check_says(v1, work, target, run_dir):
+    dd, top = _image_copy(v1, work)
+    with open(top, "r+b") as f:
+        f.write(b"WithoutFreeSpacf")
+    with pytest.raises(image.FormatError) as err:
+        mount.mount_readonly(dd, target, backend="portable")
+    assert "%s has no ploop1 signature" % os.fsdecode(top) in str(err.value)
+    rc, out, _ = run("check", dd)
+    assert rc == 11 and str(err.value) in out
+    rc, _, err_text = run("mount", "-r", "--backend", "portable", "-m", target, dd)
+    assert rc == 11 and str(err.value) in err_text
+    assert state.load_all(run_dir) == [] and procfs.mounts_at(target) == []
+
+
+def test_a_full_run_dir_is_named(v1, target, tmpfs_at, monkeypatch):
+    full = tmpfs_at(b"run", options=b"size=64k")
+    fd = os.open(os.path.join(full, b"filler"), os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as filled:
+            while True:
+                os.write(fd, bytes(4096))
+    finally:
+        os.close(fd)
+    assert filled.value.errno == errno.ENOSPC
+    monkeypatch.setenv(state.RUN_DIR_ENV, os.fsdecode(full))
+    with pytest.raises(mount.RunDirError, match="cannot write %s/mounts/[0-9a-f]+\\.json\\.tmp "
+                       "in the run dir %s: No space left on device"
+                       % (os.fsdecode(full), os.fsdecode(full))):
+        mount.mount_readonly(v1[0], target, backend="portable")
+    assert procfs.mounts_at(target) == []
+    assert os.listdir(os.path.join(full, b"mounts")) == []

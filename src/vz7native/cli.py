@@ -179,7 +179,8 @@ def cmd_umount(args, ploop):
 def _delta_dict(delta):
     return {"guid": delta.guid, "file": _fs(delta.file), "kind": delta.kind,
             "version": delta.version, "cluster_size": delta.cluster_size, "size": delta.size,
-            "file_size": delta.file_size, "clusters": delta.clusters, "in_use": delta.in_use}
+            "file_size": delta.file_size, "clusters": delta.clusters, "in_use": delta.in_use,
+            "real_file": _fs(delta.real_file), "outside": delta.outside}
 
 
 def cmd_check(args, _ploop):
@@ -197,8 +198,10 @@ def cmd_check(args, _ploop):
             kind = "raw" if d.kind == "Plain" else (
                 "ploop1 v%d" % d.version if d.version else "unreadable")
             unit = " of %s" % _human(d.cluster_size) if d.cluster_size else ""
-            _write("delta:        %s %s: %s, %d cluster(s)%s" % (
-                d.guid, _fs(d.file), kind, d.clusters, unit))
+            where = " (outside the image directory: %s)" % _fs(d.real_file) if d.outside else (
+                " (at %s)" % _fs(d.real_file) if d.real_file != d.file else "")
+            _write("delta:        %s %s: %s, %d cluster(s)%s%s" % (
+                d.guid, _fs(d.file), kind, d.clusters, unit, where))
         if report.ok:
             _write("result:       no problems found")
         else:

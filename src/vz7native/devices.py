@@ -131,8 +131,9 @@ def loop_device(devnum):
 
 # -- loop ioctls -----------------------------------------------------------------
 
-def attach_loop(path, offset=0, size_limit=0, direct_io=True):
-    """Attach ``path`` read-only to a free loop device; return ``(node, fd)``.
+def attach_loop(path, offset=0, size_limit=0, direct_io=True, read_only=True):
+    """Attach ``path`` to a free loop device, read-only unless ``read_only`` is
+    false; return ``(node, fd)``.
 
     The device is set up with LO_FLAGS_AUTOCLEAR: the kernel detaches it when
     its last user goes away. The returned ``fd`` is that user until something
@@ -149,14 +150,17 @@ def attach_loop(path, offset=0, size_limit=0, direct_io=True):
     LOOP_SET_FD + LOOP_SET_STATUS64 + LOOP_SET_DIRECT_IO.
     """
     path = os.fsencode(path)
-    flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR | (LO_FLAGS_DIRECT_IO if direct_io else 0)
+    flags = (LO_FLAGS_READ_ONLY if read_only else 0) | LO_FLAGS_AUTOCLEAR | (
+        LO_FLAGS_DIRECT_IO if direct_io else 0)
     info = _LOOP_INFO64.pack(0, 0, 0, offset, size_limit, 0, 0, 0, flags,
                              path[:LO_NAME_SIZE - 1], b"", b"", 0, 0)
-    backing = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    # The device is writable only if both it and the backing file are open for writing.
+    access = os.O_RDONLY if read_only else os.O_RDWR
+    backing = os.open(path, access | os.O_CLOEXEC)
     try:
         for _ in range(_ATTACH_ATTEMPTS):
             node = b"/dev/loop%d" % _free_loop_number()
-            fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(node, access | os.O_CLOEXEC)
             try:
                 _configure(fd, backing, info, direct_io)
             except OSError as e:
@@ -194,7 +198,7 @@ def _configure(fd, backing, info, direct_io):
         if e.errno not in (errno.EINVAL, errno.ENOTTY):
             raise
     # Before Linux 5.8: three steps; LOOP_SET_FD makes the device read-only
-    # because the backing file is open read-only.
+    # when the backing file is open read-only.
     fcntl.ioctl(fd, LOOP_SET_FD, backing)
     try:
         fcntl.ioctl(fd, LOOP_SET_STATUS64, info)

@@ -10,11 +10,13 @@ byte), a file capability, POSIX ACLs (access, and a default one on a
 directory), setuid/setgid/sticky modes and a file with none, several owners, a
 directory 100 levels deep, one with 300 entries, and a CentOS-7-like skeleton
 (``/etc``, ``/root``, ``/usr``, ``/var/log``, ``/var/run`` -> ``../run``,
-``/home``, ``/dev``, ``/tmp``).
+``/home``, ``/dev``, ``/tmp``), hard-linked symlinks and FIFOs, and entries dated
+at the edges of what a filesystem keeps (``ODD_TIMES``: before 1970, past
+2038-01-19 03:14:07, up to 2446, with nanoseconds) below ``srv/times``.
 
 The same seed writes the same tree, down to the bytes, modes, owners, xattrs and
-times (everything dated ``OLD_MTIME``); the seed changes the hostname and a few
-data files, so that the containers of one sandbox differ. Needs root (device
+times (everything but ``srv/times`` dated ``OLD_MTIME``); the seed changes the
+hostname and a few data files, so that the containers of one sandbox differ. Needs root (device
 nodes, owners, the ``security.capability`` and ``trusted.*`` xattrs) and
 ``setfacl``.
 """
@@ -31,6 +33,17 @@ ODD_NAMES = (b"new\nline", b"tab\there", b" leading space")
 DEEP_LEVELS = 100
 MANY_ENTRIES = 300
 OLD_MTIME = 981173106  # 2001-02-03 04:05:06 UTC
+# Names below srv/times and their access = modification times in nanoseconds since
+# the epoch. ext4 keeps them only in 256-byte inodes (1901-12-13 .. 2446-05-10).
+ODD_TIMES = (
+    (b"1901", -2147472000 * 10 ** 9 + 123456789),      # 1901-12-14 00:00:00.123456789
+    (b"1960", -301233600 * 10 ** 9 + 250000000),       # 1960-06-15 12:00:00.25
+    (b"minus-1s", -1 * 10 ** 9 + 1),                   # 1969-12-31 23:59:59.000000001
+    (b"2038", 2147483648 * 10 ** 9 + 7),               # 2038-01-19 03:14:08.000000007
+    (b"2100", 4102444800 * 10 ** 9 + 987654321),       # 2100-01-01 00:00:00.987654321
+    (b"2446", 15032304000 * 10 ** 9 + 999999999),      # 2446-05-10 00:00:00.999999999
+)
+TIMES_DIR = b"srv/times"
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service
 
 
@@ -61,6 +74,37 @@ def _set_all_times(root):
         for name in filenames + dirnames:
             os.utime(os.path.join(dirpath, name), (OLD_MTIME, OLD_MTIME), follow_symlinks=False)
     os.utime(root, (OLD_MTIME, OLD_MTIME))
+
+
+def odd_dates():
+    """(path below ``TIMES_DIR``, access = modification time in ns) of every entry
+    dated from ``ODD_TIMES``. The directory and the symlink are dated in the past:
+    with a future mtime, every listing or readlink would move their atime (relatime)."""
+    by_name = dict(ODD_TIMES)
+    return list(ODD_TIMES) + [
+        (b"dir-1960/inside", by_name[b"minus-1s"]), (b"dir-1960", by_name[b"1960"]),
+        (b"symlink-1901", by_name[b"1901"]), (b"fifo-2038", by_name[b"2038"])]
+
+
+def _write_odd_times(root):
+    """``srv/times``: a file per ``ODD_TIMES`` entry, and a directory, a symlink and
+    a hard-linked FIFO pair with some of those times (see :func:`_date_odd_times`)."""
+    times = os.path.join(root, TIMES_DIR)
+    os.mkdir(times)
+    for name, _ in ODD_TIMES:
+        write_file(os.path.join(times, name), b"dated " + name + b"\n")
+    os.mkdir(os.path.join(times, b"dir-1960"))
+    write_file(os.path.join(times, b"dir-1960", b"inside"), b"a directory's time is set last\n")
+    os.symlink(b"2100", os.path.join(times, b"symlink-1901"))
+    os.mkfifo(os.path.join(times, b"fifo-2038"), 0o600)
+    os.link(os.path.join(times, b"fifo-2038"), os.path.join(times, b"fifo-2038.link"))
+
+
+def _date_odd_times(root):
+    """Give ``srv/times`` its dates, after everything else is dated ``OLD_MTIME``
+    (a time set on an entry leaves its directory's alone)."""
+    for name, ns in odd_dates():
+        os.utime(os.path.join(root, TIMES_DIR, name), ns=(ns, ns), follow_symlinks=False)
 
 
 def _make_socket(directory, name):
@@ -121,6 +165,10 @@ def write_tree(root, seed=0):
     os.chown(j(b"dev/sda1"), 0, 6)
     os.mkfifo(j(b"tmp/fifo"), 0o620)
     _make_socket(j(b"tmp"), b"socket")
+    # Hard links of a symlink and of a FIFO: one inode each, two names.
+    os.symlink(b"../etc/os-release", j(b"srv/os-release"))
+    os.link(j(b"srv/os-release"), j(b"etc/os-release.link"), follow_symlinks=False)
+    os.link(j(b"tmp/fifo"), j(b"srv/fifo.link"))
     # Special modes.
     write_file(j(b"srv/setuid"), b"#!/bin/sh\n", mode=0o4755)
     write_file(j(b"srv/setgid"), b"#!/bin/sh\n", mode=0o2750, gid=50)
@@ -164,4 +212,6 @@ def write_tree(root, seed=0):
     for n in range(rnd.randint(3, 8)):
         write_file(j(b"srv/seed-%02d.bin" % n), random_bytes(
             seed * 100 + n, rnd.choice((0, 1, 511, 4096, 65537))))
+    _write_odd_times(root)
     _set_all_times(root)
+    _date_odd_times(root)

@@ -57,7 +57,7 @@ from vz7native.image.delta import Delta, Ploop1Delta, RawDelta
 from vz7native.image.descriptor import (NULL_GUID, TOP_GUID, DiskDescriptor, ImageEntry, Shot,
                                         read_descriptor)
 from vz7native.image.errors import (DescriptorError, FormatError, ImageError, NoPartitionTable,
-                                    SnapshotNotFound, ToolError)
+                                    SnapshotNotFound, ToolError, TreeDoesNotFit, WriteError)
 from vz7native.image.gpt import LINUX_FILESYSTEM, Partition, find_partition
 from vz7native.image.reader import RawDiskFile, VirtualDisk, open_virtual_disk
 from vz7native.image.verify import DeltaReport, VerifyReport, verify
@@ -68,7 +68,8 @@ __all__ = [
     "DEFAULT_CLUSTER_SIZE", "DESCRIPTOR_NAME", "LINUX_FILESYSTEM", "NULL_GUID", "TOP_GUID",
     "Delta", "DeltaReport", "DescriptorError", "DiskDescriptor", "FormatError", "ImageEntry",
     "ImageError", "NoPartitionTable", "Partition", "Ploop1Delta", "RawDelta", "RawDiskFile",
-    "Shot", "SnapshotNotFound", "ToolError", "VerifyReport", "VirtualDisk", "descriptor_path",
+    "Shot", "SnapshotNotFound", "ToolError", "TreeDoesNotFit", "VerifyReport", "VirtualDisk",
+    "WriteError", "descriptor_path",
     "find_partition", "import_raw", "make_ct_disk", "make_ct_raw_disk", "open_virtual_disk",
     "partition_layout", "read_descriptor", "verify", "write_clusters",
 ]

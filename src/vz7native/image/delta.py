@@ -7,12 +7,14 @@ says where the cluster lies in the file: in 512-byte sectors for v1, in
 clusters for v2.
 """
 import array
+import errno
 import os
 import struct
 import sys
 
 from vz7native.image.descriptor import SECTOR_SIZE, chs_geometry, round_up, show
 from vz7native.image.errors import FormatError
+from vz7native.image.files import open_regular
 
 HEADER = struct.Struct("<16sIIIIIQIII8s")
 assert HEADER.size == 64
@@ -25,6 +27,8 @@ FLAG_FORMAT_CONVERSION = 2  # a v1 -> v2 conversion is under way (or was interru
 # Bounds libploop puts on the cluster size (is_valid_blocksize).
 MIN_CLUSTER_SIZE = 32 << 10
 MAX_CLUSTER_SIZE = 64 << 20
+# Bytes of BAT read per pread (256 Ki entries).
+BAT_READ_CHUNK = 1 << 20
 # Problems listed one by one per delta before the rest is summed up.
 PROBLEM_DETAIL_LIMIT = 10
 
@@ -121,6 +125,46 @@ class Header(object):
         return SECTOR_SIZE if self.version == 1 else self.cluster_size
 
 
+def read_bat(fd, name, header, file_size):
+    """The BAT of the delta ``fd`` (file ``name``, ``file_size`` bytes), checked
+    against the file before anything is allocated: header, BAT and the rest of
+    the metadata area must lie inside the file, and the BAT must hold no hole
+    (libploop refuses sparse deltas; a header whose BAT is a hole in a large
+    sparse file would otherwise cost gigabytes). Read in BAT_READ_CHUNK pieces."""
+    bat_end = HEADER.size + 4 * header.clusters
+    needed = max(bat_end, header.first_block_offset)
+    if file_size < needed:
+        raise FormatError("%s is truncated: %d bytes, but its header and BAT need %d"
+                          % (show(name), file_size, needed))
+    hole = first_hole(fd, bat_end)
+    if hole is not None:
+        raise FormatError("%s: its BAT (%d entries, up to byte %d) has a hole at byte %d: "
+                          "the header claims more than the file holds"
+                          % (show(name), header.clusters, bat_end, hole))
+    bat = array.array("I")
+    position = HEADER.size
+    while position < bat_end:
+        data = os.pread(fd, min(BAT_READ_CHUNK, bat_end - position), position)
+        if not data or len(data) % 4:
+            raise FormatError("%s: short read of the BAT (%d of %d bytes)"
+                              % (show(name), position - HEADER.size + len(data),
+                                 bat_end - HEADER.size))
+        bat.extend(bat_from_bytes(data))
+        position += len(data)
+    return bat
+
+
+def first_hole(fd, end):
+    """Offset of the first hole before ``end``, or None (also when unknown)."""
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.ENXIO, errno.EOPNOTSUPP):
+            return None
+        raise
+    return hole if hole < end else None
+
+
 class Delta(object):
     """An open delta file (read-only fd). Subclasses: :class:`Ploop1Delta`, :class:`RawDelta`.
 
@@ -164,15 +208,7 @@ class Ploop1Delta(Delta):
         self.size = header.size
         self.in_use = header.in_use
         self.unit = header.bat_unit
-        bat_bytes = 4 * header.clusters
-        if self.file_size < HEADER.size + bat_bytes:
-            raise FormatError("%s is truncated: %d bytes, but its header and BAT need %d"
-                              % (show(file), self.file_size, HEADER.size + bat_bytes))
-        data = os.pread(fd, bat_bytes, HEADER.size)
-        if len(data) != bat_bytes:
-            raise FormatError("%s: short read of the BAT (%d of %d bytes)"
-                              % (show(file), len(data), bat_bytes))
-        self.bat = bat_from_bytes(data)
+        self.bat = read_bat(fd, file, header, self.file_size)
         self.allocated = len(self.bat) - self.bat.count(0)
 
     def layout_problems(self):
@@ -264,9 +300,10 @@ def open_delta(entry, cluster_size):
     """Open the delta of an :class:`ImageEntry` read-only.
 
     ``cluster_size`` (from the descriptor) applies to raw images; a ploop1
-    delta's own header gives its cluster size. Raises FormatError or OSError.
+    delta's own header gives its cluster size. Raises FormatError (also for
+    anything but a regular file, see :mod:`vz7native.image.files`) or OSError.
     """
-    fd = os.open(entry.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    fd = open_regular(entry.file)
     try:
         if entry.kind == "Plain":
             return RawDelta(entry.guid, entry.file, fd, cluster_size)

@@ -3,8 +3,15 @@
 Reads both dialects: ``<Parallels_disk_image>`` (libploop 1.x writes it) and
 ``<Virtuozzo_disk_image>`` (libploop 7.x), including the 7.x additions
 (``<Temporary/>`` in a ``<Shot>``, ``Max_delta_size``, encryption and volume
-data, which do not change how the disk reads). Relative ``<File>`` entries are
-resolved against the real directory of the descriptor, as libploop does.
+data, which do not change how the disk reads).
+
+Where deltas may live: a relative ``<File>`` is resolved against the real
+directory of the descriptor, as libploop does, and must stay inside it: a
+name that climbs out with ``..`` (``../../other/root.hds``) is refused, since
+it makes one image read another's files. An absolute ``<File>`` is accepted
+(libploop's ``restore-descriptor`` writes them); ``verify`` and ``vz7ploop
+check`` say for every delta where it really lives and whether that is outside
+the image directory (a symlink inside it may point elsewhere).
 """
 import collections
 import os
@@ -13,6 +20,7 @@ import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
 from vz7native.image.errors import DescriptorError, SnapshotNotFound
+from vz7native.image.files import open_regular
 from vz7native.paths import descriptor_path, fspath, show
 
 SECTOR_SIZE = 512
@@ -28,7 +36,8 @@ _GUID_RE = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
 ImageEntry = collections.namedtuple("ImageEntry", "guid file kind")
 ImageEntry.__doc__ = """One delta file of the disk.
 
-``guid`` as the descriptor spells it, ``file`` the absolute path (bytes) and
+``guid`` as the descriptor spells it, ``file`` the absolute path (bytes; an
+absolute ``<File>`` as written, a relative one below the image directory) and
 ``kind`` what the file is: ``"Compressed"`` (a ploop1 delta with header and
 BAT) or ``"Plain"`` (a raw disk, no header). In raw mode libploop writes
 ``Plain`` for every image, but only the base is raw: the deltas of later
@@ -135,7 +144,7 @@ def read_descriptor(path):
     """
     dd = descriptor_path(path)
     try:
-        with open(dd, "rb") as f:
+        with open(open_regular(dd, error=DescriptorError, what="descriptor"), "rb") as f:
             root = ElementTree.parse(f).getroot()
     except OSError as e:
         raise DescriptorError("cannot read %s: %s" % (show(dd), e.strerror or e)) from None
@@ -175,8 +184,12 @@ def read_descriptor(path):
         if kind not in ("Compressed", "Plain"):
             raise DescriptorError("%s: image %s has unknown <Type> %r" % (show(dd), guid, kind))
         raw = raw or kind == "Plain"
-        file = os.path.join(basedir, fspath(_text(node, "File", dd)))
-        images[guid] = ImageEntry(guid, file, kind)
+        name = fspath(_text(node, "File", dd))
+        if not os.path.isabs(name) and os.path.normpath(name).split(b"/")[0] == b"..":
+            raise DescriptorError("%s: image %s: <File> %s leads out of the image directory "
+                                  "(a relative name must stay inside it; an absolute path "
+                                  "is accepted)" % (show(dd), guid, show(name)))
+        images[guid] = ImageEntry(guid, os.path.join(basedir, name), kind)
     if not images:
         raise DescriptorError("%s lists no <Image>" % show(dd))
     if raw and preallocated:

@@ -25,5 +25,17 @@ class NoPartitionTable(ImageError):
     """The virtual disk carries no GPT."""
 
 
+class WriteError(ImageError, OSError):
+    """A delta or descriptor could not be written (disk full, I/O error).
+
+    ``errno`` says why; the message names the file and whether the image was
+    left as it was.
+    """
+
+
 class ToolError(ImageError):
     """An external program (parted, mkfs.ext4) is missing or failed."""
+
+
+class TreeDoesNotFit(ImageError):
+    """A directory tree is larger than the disk it should be copied into."""

@@ -3,6 +3,7 @@ import os
 import threading
 
 from vz7native.image.delta import descriptor_problems, open_delta
+from vz7native.image.files import open_regular
 from vz7native.image.descriptor import DiskDescriptor, read_descriptor
 from vz7native.paths import fspath, show
 from vz7native.image.errors import FormatError, ImageError
@@ -168,7 +169,7 @@ class RawDiskFile(object):
 
     def __init__(self, path):
         self.path = fspath(path)
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._fd = open_regular(self.path, what="raw disk")
         self.size = os.fstat(self._fd).st_size
 
     def read(self, offset, length):

@@ -4,20 +4,23 @@ Unlike ``ploop check`` it never writes (``ploop check DD`` fills holes), and it
 lists every problem it finds instead of stopping at the first.
 """
 import collections
-import errno
 import os
 
 from vz7native.image.delta import (FLAG_FORMAT_CONVERSION, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
-                                   descriptor_problems, open_delta)
+                                   descriptor_problems, first_hole, open_delta)
 from vz7native.image.descriptor import NULL_GUID, guid_key, read_descriptor
 from vz7native.image.errors import ImageError
 from vz7native.paths import descriptor_path, show
 
 DeltaReport = collections.namedtuple(
-    "DeltaReport", "guid file kind version cluster_size size file_size clusters in_use")
+    "DeltaReport",
+    "guid file kind version cluster_size size file_size clusters in_use real_file outside")
 DeltaReport.__doc__ = """What :func:`verify` saw of one delta: ``clusters`` is the number
 of clusters it holds (BAT entries in use; for a raw image, all of its clusters).
-``version``, ``size`` and the rest are None when the file could not be read."""
+``version``, ``size`` and the rest are None when the file could not be read.
+``real_file`` is where it lives (symlinks resolved), ``outside`` whether that
+is outside the directory of the descriptor (an absolute ``<File>``, or a
+symlink pointing away)."""
 
 
 class VerifyReport(object):
@@ -46,17 +49,6 @@ class VerifyReport(object):
             show(self.path), "ok" if self.ok else "%d problem(s)" % len(self.problems))
 
 
-def _first_hole(fd, size):
-    """Offset of the first hole before ``size``, or None (also when unknown)."""
-    try:
-        hole = os.lseek(fd, 0, os.SEEK_HOLE)
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.ENXIO, errno.EOPNOTSUPP):
-            return None
-        raise
-    return hole if hole < size else None
-
-
 def _check_tree(descriptor, problems):
     """Snapshot-tree problems: parents that do not exist, cycles."""
     name = show(descriptor.path)
@@ -77,15 +69,23 @@ def _check_tree(descriptor, problems):
             break
 
 
+def _location(descriptor, entry):
+    """(real path, outside the image directory?) of a delta."""
+    real = os.path.realpath(entry.file)
+    home = os.path.dirname(os.path.realpath(descriptor.path))
+    return real, not real.startswith(home + b"/")
+
+
 def _check_delta(descriptor, entry, problems):
     """Open and check one delta; returns its DeltaReport."""
+    where = _location(descriptor, entry)
     try:
         delta = open_delta(entry, descriptor.cluster_size)
     except (OSError, ImageError) as e:
         problems.append("%s: cannot open: %s" % (show(entry.file), e.strerror or e)
                         if isinstance(e, OSError) else str(e))
         return DeltaReport(entry.guid, entry.file, entry.kind, None, None, None, None, 0,
-                           None)
+                           None, *where)
     try:
         name = show(delta.file)
         problems.extend(delta.layout_problems())
@@ -106,12 +106,12 @@ def _check_delta(descriptor, entry, problems):
             if delta.in_use:
                 problems.append("%s: marked in use (open read-write by the kernel, or not "
                                 "closed cleanly)" % name)
-            hole = _first_hole(delta.fd, delta.file_size)
+            hole = first_hole(delta.fd, delta.file_size)
             if hole is not None:
                 problems.append("%s: the file is sparse (first hole at byte %d); libploop "
                                 "refuses sparse deltas" % (name, hole))
         return DeltaReport(entry.guid, entry.file, delta.kind, delta.version, cs, delta.size,
-                           delta.file_size, delta.allocated, delta.in_use)
+                           delta.file_size, delta.allocated, delta.in_use, *where)
     finally:
         delta.close()
 

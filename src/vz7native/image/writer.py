@@ -12,7 +12,8 @@ import os
 from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
                                    Header, bat_from_bytes, bat_to_bytes)
 from vz7native.image.descriptor import SECTOR_SIZE, descriptor_xml, read_descriptor, round_up
-from vz7native.image.errors import ImageError
+from vz7native.image.errors import ImageError, WriteError
+from vz7native.image.files import open_regular
 from vz7native.image.reader import open_virtual_disk
 from vz7native.paths import DESCRIPTOR_NAME, fspath, show
 
@@ -22,7 +23,7 @@ READ_CHUNK = 16 << 20
 V1_MAX_SECTORS = 1 << 32  # v1 BAT entries are u32 sector numbers
 
 
-def _data_ranges(fd, size):
+def data_ranges(fd, size):
     """(start, end) byte ranges of ``fd`` that may hold data (holes skipped)."""
     pos = 0
     while pos < size:
@@ -43,7 +44,7 @@ def _data_ranges(fd, size):
 def _clusters_with_data(fd, size, cluster_size):
     """Indexes of the clusters of ``fd`` that are not in a hole, ascending."""
     last = -1
-    for start, end in _data_ranges(fd, size):
+    for start, end in data_ranges(fd, size):
         for index in range(max(start // cluster_size, last + 1),
                            round_up(end, cluster_size) // cluster_size):
             yield index
@@ -82,6 +83,16 @@ def _pwrite_all(fd, data, offset):
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+@contextlib.contextmanager
+def _writing(path, outcome):
+    """Turn an OSError while writing ``path`` into a WriteError saying ``outcome``."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(e.errno, "cannot write %s: %s; %s" % (
+            show(path), e.strerror or e, outcome)) from e
 
 
 def _fsync_dir(path):
@@ -134,7 +145,7 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
     dd = os.path.join(target_dir, DESCRIPTOR_NAME)
     image = os.path.join(target_dir, name)
 
-    raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    raw_fd = open_regular(raw_disk, what="raw disk")
     created = []
     try:
         size = os.fstat(raw_fd).st_size
@@ -156,7 +167,8 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
                            getattr(os, "O_CLOEXEC", 0), 0o600)
         created.append(image)
         try:
-            _write_image(raw_fd, size, image_fd, header)
+            with _writing(image, "nothing is left of the new image"):
+                _write_image(raw_fd, size, image_fd, header)
         finally:
             os.close(image_fd)
         text = descriptor_xml(header.size, cluster_size, name).encode("utf-8")
@@ -164,8 +176,9 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
                         getattr(os, "O_CLOEXEC", 0), 0o644)
         created.append(dd)
         try:
-            _pwrite_all(dd_fd, text, 0)
-            os.fsync(dd_fd)
+            with _writing(dd, "nothing is left of the new image"):
+                _pwrite_all(dd_fd, text, 0)
+                os.fsync(dd_fd)
         finally:
             os.close(dd_fd)
         _fsync_dir(target_dir)
@@ -230,6 +243,12 @@ def write_clusters(path, raw_disk):
     disk after a snapshot. ``raw_disk`` must have the size of the virtual disk.
     Takes libploop's descriptor lock; refuses a top that is in use (mounted).
     Returns the number of clusters written.
+
+    New clusters are appended first, behind the end of the file where no BAT
+    entry points yet: if that fails (a full disk), the file is cut back to its
+    old length and :class:`WriteError` raised, the image as it was. Clusters
+    the top already holds are rewritten in place after that (no new space
+    needed), then the BAT.
     """
     descriptor = read_descriptor(path)
     raw_disk = fspath(raw_disk)
@@ -239,13 +258,13 @@ def write_clusters(path, raw_disk):
         if top.in_use:
             raise ImageError("%s is in use (mounted?): refusing to write into it"
                              % show(top.file))
-        raw_fd = os.open(raw_disk, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        raw_fd = open_regular(raw_disk, what="raw disk")
         try:
             size = os.fstat(raw_fd).st_size
             if size != vdisk.size:
                 raise ImageError("%s has %d bytes, but the disk of %s has %d" % (
                     show(raw_disk), size, show(descriptor.path), vdisk.size))
-            top_fd = os.open(top.file, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            top_fd = open_regular(top.file, os.O_RDWR)
             try:
                 return _write_changes(vdisk, raw_fd, top, top_fd)
             finally:
@@ -258,31 +277,46 @@ def _write_changes(vdisk, raw_fd, top, top_fd):
     cs = vdisk.cluster_size
     current = bytearray(cs)
     raw_top = top.kind == "Plain"
-    if not raw_top:
-        bat = array.array(top.bat.typecode, top.bat)
-        unit = top.unit
-        end = max(round_up(top.file_size, cs), top.header.first_block_offset)
-    written = 0
-    indexes = range(round_up(vdisk.size, cs) // cs)
-    for index, data in _read_clusters(raw_fd, vdisk.size, cs, indexes):
-        got = vdisk.readinto(index * cs, current)
-        if data[:got] == current[:got]:
-            continue
-        if raw_top:
-            _pwrite_all(top_fd, data[:got], index * cs)
-        elif bat[index]:
-            _pwrite_all(top_fd, data, bat[index] * unit)
-        else:
-            if end // unit > 0xFFFFFFFF:
-                raise ImageError("%s is full: a v1 delta cannot grow past 2 TiB" % show(top.file))
-            _pwrite_all(top_fd, data, end)
-            bat[index] = end // unit
-            end += cs
-        written += 1
-    os.fsync(top_fd)
-    if written and not raw_top:
-        header = top.header
-        header.flags &= ~FLAG_EMPTY
-        _pwrite_all(top_fd, header.pack() + bat_to_bytes(bat), 0)
+    bat = None if raw_top else array.array(top.bat.typecode, top.bat)
+    in_place = []
+    appended = 0
+    try:
+        with _writing(top.file, "the image is as it was"):
+            if not raw_top:
+                unit = top.unit
+                end = max(round_up(top.file_size, cs), top.header.first_block_offset)
+            indexes = range(round_up(vdisk.size, cs) // cs)
+            for index, data in _read_clusters(raw_fd, vdisk.size, cs, indexes):
+                got = vdisk.readinto(index * cs, current)
+                if data[:got] == current[:got]:
+                    continue
+                if raw_top or bat[index]:
+                    in_place.append(index)
+                    continue
+                if end // unit > 0xFFFFFFFF:
+                    raise ImageError("%s is full: a v1 delta cannot grow past 2 TiB; the image "
+                                     "is as it was" % show(top.file))
+                _pwrite_all(top_fd, data, end)
+                bat[index] = end // unit
+                end += cs
+                appended += 1
+            if appended:
+                os.fsync(top_fd)
+    except BaseException:
+        if appended:
+            os.ftruncate(top_fd, top.file_size)
+            os.fsync(top_fd)
+        raise
+    with _writing(top.file, "the image may be damaged"):
+        for index, data in _read_clusters(raw_fd, vdisk.size, cs, in_place):
+            if raw_top:
+                _pwrite_all(top_fd, data[:min(cs, vdisk.size - index * cs)], index * cs)
+            else:
+                _pwrite_all(top_fd, data, bat[index] * unit)
         os.fsync(top_fd)
-    return written
+        if (appended or in_place) and not raw_top:
+            header = top.header
+            header.flags &= ~FLAG_EMPTY
+            _pwrite_all(top_fd, header.pack() + bat_to_bytes(bat), 0)
+            os.fsync(top_fd)
+    return appended + len(in_place)

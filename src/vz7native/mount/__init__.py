@@ -45,6 +45,11 @@ class TargetBusyError(MountError):
     """The mount point already has something mounted on it."""
 
 
+class RunDirError(MountError):
+    """The run dir (records, FUSE mount points, lock) cannot be written: full,
+    read-only, ... The message names the file and the run dir."""
+
+
 def choose_backend(backend="auto"):
     """``"kernel"`` or ``"portable"`` for ``backend`` (``"auto"`` decides by the driver)."""
     if backend not in BACKENDS:
@@ -106,12 +111,14 @@ def mount_readonly(dd_path, target, guid=None, backend="auto", persistent=False)
     CLI's ``mount``). Returns a :class:`ReadOnlyMount`.
 
     Raises ValueError for a bad backend name (or ``persistent`` with the
-    kernel backend), the ``vz7native.image`` errors for a descriptor or
-    snapshot that cannot be read (:class:`~vz7native.image.SnapshotNotFound`,
-    ...), :class:`MountError` (:class:`TargetBusyError`) when the portable
-    mount fails, and the :class:`~vz7native.ploop.PloopError` family from the
-    kernel backend (:class:`~vz7native.ploop.DeviceError` where the ploop
-    driver is missing).
+    kernel backend), the ``vz7native.image`` errors for a descriptor,
+    snapshot or delta that cannot be read, as ``verify`` names them
+    (:class:`~vz7native.image.SnapshotNotFound`,
+    :class:`~vz7native.image.FormatError`, ...; also when the portable helper
+    finds them), :class:`MountError` (:class:`TargetBusyError`,
+    :class:`RunDirError`) when the portable mount fails otherwise, and the
+    :class:`~vz7native.ploop.PloopError` family from the kernel backend
+    (:class:`~vz7native.ploop.DeviceError` where the ploop driver is missing).
     """
     backend = choose_backend(backend)
     target = os.path.realpath(os.fsencode(target))

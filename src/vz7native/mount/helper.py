@@ -141,7 +141,8 @@ class PortableSet(object):
 
     def _serve(self, stop):
         fv = _fuseview()
-        os.mkdir(self.record.fuse_dir, 0o700)
+        with state.writing(self.base, self.record.fuse_dir):
+            os.mkdir(self.record.fuse_dir, 0o700)
         self.view = fv.DiskView(self.vdisk)
         self.fuse_thread = threading.Thread(target=self._run_fuse, name="fuse", daemon=True)
         self.fuse_thread.start()

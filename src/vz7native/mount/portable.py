@@ -16,7 +16,7 @@ import time
 
 import vz7native
 from vz7native import image
-from vz7native.mount import MountError, ReadOnlyMount, TargetBusyError, state
+from vz7native.mount import MountError, ReadOnlyMount, RunDirError, TargetBusyError, state
 
 READY_TIMEOUT = 120.0
 # Covers the helper's own patience with a busy filesystem (teardown.UMOUNT_GRACE
@@ -81,8 +81,16 @@ def _parse(line):
         return "", {}
 
 
+# What the helper reports by type name, raised here as the same type: an image
+# the helper cannot read fails as it does in this process.
+_ERRORS = {cls.__name__: cls for cls in (
+    image.ImageError, image.DescriptorError, image.FormatError, image.NoPartitionTable,
+    image.SnapshotNotFound, RunDirError)}
+_ERRORS["TargetBusy"] = TargetBusyError
+
+
 def _failure(payload, what=None):
-    cls = TargetBusyError if payload.get("type") == "TargetBusy" else MountError
+    cls = _ERRORS.get(payload.get("type"), MountError)
     message = payload.get("message") or "the mount helper failed"
     if what:
         message = "%s: %s" % (what, message)

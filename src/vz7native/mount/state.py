@@ -23,7 +23,8 @@ import fcntl
 import json
 import os
 
-from vz7native.paths import descriptor_path
+from vz7native.mount import RunDirError
+from vz7native.paths import descriptor_path, show
 from vz7native.procfs import ProcessId, is_running
 
 RUN_DIR_ENV = "VZ7NATIVE_RUN_DIR"
@@ -124,13 +125,29 @@ def record_path(base, mount_id):
     return os.path.join(records_dir(base), os.fsencode(mount_id) + b".json")
 
 
+@contextlib.contextmanager
+def writing(base, path):
+    """Name the file and the run dir when writing there fails (ENOSPC, EROFS, ...)."""
+    try:
+        yield
+    except OSError as e:
+        raise RunDirError("cannot write %s in the run dir %s: %s" % (
+            show(path), show(base), e.strerror or e)) from e
+
+
 def save(base, record):
     """Write ``record`` atomically (a reader sees the old or the new one)."""
     path = record_path(base, record.id)
     tmp = path + b".tmp"
-    with open(tmp, "w") as f:
-        f.write(record.to_json())
-    os.replace(tmp, path)
+    with writing(base, tmp):
+        try:
+            with open(tmp, "w") as f:
+                f.write(record.to_json())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def remove(base, mount_id):
@@ -159,14 +176,17 @@ def load_all(base):
 def prepare(base):
     """Create the run dir layout (root-only)."""
     for path in (base, records_dir(base), fuse_root(base)):
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        with writing(base, path):
+            os.makedirs(path, mode=0o700, exist_ok=True)
 
 
 @contextlib.contextmanager
 def locked(base):
     """Hold the run dir's lock: record changes and leftover removal are serialised."""
     prepare(base)
-    fd = os.open(os.path.join(base, b"lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = os.path.join(base, b"lock")
+    with writing(base, lock):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
