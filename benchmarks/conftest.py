@@ -19,6 +19,12 @@ def goal(group, subject, baseline, kind, target, text):
     GOALS.append((group, subject, baseline, kind, target, text))
 
 
+def record(group, name, value):
+    """A median measured otherwise than by pytest-benchmark (e.g. what a job
+    reported), for the goals of ``group``."""
+    MEDIANS.setdefault(group, {})[name] = value
+
+
 def note(text):
     """A line for the end-of-session summary."""
     NOTES.append(text)

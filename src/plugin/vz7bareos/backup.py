@@ -56,6 +56,8 @@ class ContainerBackup(object):
         self.io_fd = None
         self.flags = -1
         self.xattrs = None
+        self.listed = None
+        self.list_error = None
         self.files = self.bytes = self.sockets = self.errors = 0
         self.started = time.monotonic()
         self.closed = False
@@ -187,7 +189,7 @@ class ContainerBackup(object):
                 return False
         savepkt.fname = fname
         savepkt.statp = self.fd.stat_packet(st)
-        self.xattrs = None
+        self.xattrs = self.listed = self.list_error = None
         self.flags = -1
         if kind == DIR:
             savepkt.type = bareosfd.FT_DIREND
@@ -205,8 +207,7 @@ class ContainerBackup(object):
             savepkt.link = first
             savepkt.no_read = True
         elif kind == FILE:
-            savepkt.type = bareosfd.FT_REG
-            savepkt.no_read = False
+            savepkt.type = bareosfd.FT_REG  # no_read: False in every new packet
             self.bytes += st.st_size
         elif kind == SYMLINK:
             savepkt.type = bareosfd.FT_LNK
@@ -304,14 +305,27 @@ class ContainerBackup(object):
         if entry.type == SYMLINK:
             return self.fd.bareosfd.bRC_OK
         values = {}
-        for name in attrs.ACL_NAMES:
-            try:
-                values[name] = os.getxattr(entry.path, name, follow_symlinks=False)
-            except OSError:
-                pass
+        for name in self._listed():
+            if name in attrs.ACL_NAMES:
+                try:
+                    values[name] = os.getxattr(entry.path, name, follow_symlinks=False)
+                except OSError:
+                    pass
         if values:
             aclpkt.content = bytearray(attrs.encode_acls(values))
         return self.fd.bareosfd.bRC_OK
+
+    def _listed(self):
+        """The xattr names of the current entry, listed once for its ACL and XATTR
+        streams (one system call where reading both ACL names took two, most
+        often failing); a listing error is kept for ``_xattrs`` to report."""
+        if self.listed is None:
+            try:
+                self.listed = os.listxattr(self.item.entry.path, follow_symlinks=False)
+            except OSError as e:
+                self.listed = ()
+                self.list_error = e
+        return self.listed
 
     def get_xattr(self, xattrpkt):
         bareosfd = self.fd.bareosfd
@@ -330,12 +344,10 @@ class ContainerBackup(object):
             self.flags = attrs.path_flags(path, True)
         found = [(attrs.ATTRS_NAME.encode("ascii"),
                   attrs.Attrs.of_stat(entry.stat, self.flags).encode())]
-        try:
-            listed = os.listxattr(path, follow_symlinks=False)
-        except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.ENODATA):
-                self._walk_error(self.item.catalog_path, e)
-            listed = ()
+        listed = self._listed()
+        error = self.list_error
+        if error is not None and error.errno not in (errno.ENOTSUP, errno.ENODATA):
+            self._walk_error(self.item.catalog_path, error)
         for name in listed:
             if name in attrs.ACL_NAMES:
                 continue

@@ -117,17 +117,30 @@ class Job(object):
 
     def stat_packet(self, st):
         """A StatPacket of ``st``: whole seconds, clamped where Bareos cannot hold
-        the value (the exact values travel in the attribute record)."""
+        the value (the exact values travel in the attribute record).
+
+        Members are set one by one, to values that fit them: what the keyword
+        constructor would store, at less than half its cost in the FD simulator,
+        whose argument parsing is Python (C in the FD)."""
         atime, mtime, ctime = (st.st_atime_ns // 1000000000, st.st_mtime_ns // 1000000000,
                                st.st_ctime_ns // 1000000000)
         if not self.signed_times:
             atime, mtime, ctime = (_clamp(atime), _clamp(mtime), _clamp(ctime))
-        return self.bareosfd.StatPacket(
-            dev=st.st_dev & 0xFFFFFFFF, ino=st.st_ino, mode=st.st_mode & 0xFFFF,
-            nlink=min(st.st_nlink, 0x7FFF), uid=st.st_uid & 0xFFFFFFFF,
-            gid=st.st_gid & 0xFFFFFFFF, rdev=st.st_rdev & 0xFFFFFFFF,
-            size=st.st_size, atime=atime, mtime=mtime, ctime=ctime,
-            blksize=st.st_blksize & 0xFFFFFFFF, blocks=st.st_blocks)
+        statp = self.bareosfd.StatPacket()
+        statp.st_dev = st.st_dev & 0xFFFFFFFF
+        statp.st_ino = st.st_ino
+        statp.st_mode = st.st_mode & 0xFFFF
+        statp.st_nlink = min(st.st_nlink, 0x7FFF)
+        statp.st_uid = st.st_uid & 0xFFFFFFFF
+        statp.st_gid = st.st_gid & 0xFFFFFFFF
+        statp.st_rdev = st.st_rdev & 0xFFFFFFFF
+        statp.st_size = st.st_size
+        statp.st_atime = atime
+        statp.st_mtime = mtime
+        statp.st_ctime = ctime
+        statp.st_blksize = st.st_blksize & 0xFFFFFFFF
+        statp.st_blocks = st.st_blocks
+        return statp
 
     # -- options and events -----------------------------------------------------------------
 
