@@ -349,6 +349,9 @@ class BackupSession(object):
         descriptor = read_descriptor(dd)
         with ploop.Disk.open(dd) as disk:
             version = disk.format_version
+        # What the filesystem holds, so a restore into another size can say
+        # before it starts whether the data fits.
+        fs = os.statvfs(self.target)
         return {
             "record": STATE_VERSION, "name": ct.name, "uuid": ct.uuid, "ctid": ct.ctid,
             "ve_private": show(ct.ve_private), "ve_root": show(ct.ve_root),
@@ -358,6 +361,8 @@ class BackupSession(object):
             "snapshot_time": self.snapshot_time,
             "catalog_root": show(self.catalog_root), "private": show(ct.ve_private),
             "disk_image": show(os.path.relpath(ct.base_image, ct.private)),
+            "used_bytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
+            "used_inodes": fs.f_files - fs.f_ffree,
         }
 
 
