@@ -262,12 +262,33 @@ class RestoreJob(object):
             settings = self.settings
             self.files = FilesRestore(settings.host, _REPLACE.get(chr(rp.replace), "always"),
                                       name=settings.name, uuid=settings.uuid)
-        path = names.decode_path(_strip_slash(rp.ofname))
+        ofname = _strip_slash(rp.ofname)
+        path = names.decode_path(ofname)
         try:
             ct, writer, rel = self.files.target(path)
         except RestoreRefused as e:
+            if self._not_rewritten(ofname, rp.type == self.bareosfd.FT_DIREND):
+                return None
             raise RestoreRefused("restore=files: %s; %s" % (e, self._files_hint(rp)))
         return _Entry(names.shown(path), writer, rel, rp.statp, None)
+
+    def _not_rewritten(self, ofname, is_dir):
+        """True (and said once) for an entry restore=files leaves out: one of a
+        private area the job's where/regexwhere did not move (the configuration is
+        restore=ct's), or the top directory of a container's filesystem that a
+        regexwhere written with its trailing slash did not catch."""
+        for _, record in self.records.values():
+            private = (record.get("private") or "").rstrip("/")
+            if private and (ofname == private or ofname.startswith(private + "/")):
+                if private not in self.where_noted:
+                    self.where_noted.add(private)
+                    self.job.info("restore=files: the private area %s is not restored into a "
+                                  "container (restore=ct restores it)" % private)
+                return True
+            if is_dir and ofname == (record.get("catalog_root") or "").rstrip("/"):
+                self.job.debug("%s: the top directory, not rewritten: left out" % ofname)
+                return True
+        return False
 
     def _files_hint(self, rp):
         original = _strip_slash(getattr(rp, "original_file_name", None) or rp.ofname)
