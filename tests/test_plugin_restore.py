@@ -26,7 +26,7 @@ pytestmark = pytest.mark.root
 
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "src", "plugin")
-NEW_UUIDS = ["7a0c%04x-1111-4222-8333-444455556666" % n for n in range(20)]
+NEW_UUIDS = ["7a0c%04x-1111-4222-8333-444455556666" % n for n in range(100)]
 
 
 class Site(object):
@@ -251,8 +251,10 @@ def test_bareos_versions_and_the_c_locale(site, version, c_locale):
 
 def _later(root):
     """After the Full: a file in the directory with a default ACL, a changed file."""
-    with open(os.path.join(root, b"home", b"user", b"later.txt"), "wb") as f:
+    later = os.path.join(root, b"home", b"user", b"later.txt")
+    with open(later, "wb") as f:
         f.write(b"written after the Full\n")
+    os.removexattr(later, "system.posix_acl_access")        # inherited: it has none
     os.utime(os.path.join(root, b"home", b"user", b"later.txt"), ns=(5 * 10 ** 17, 6 * 10 ** 17))
     with open(os.path.join(root, b"etc", b"hostname"), "wb") as f:
         f.write(b"renamed.example\n")
