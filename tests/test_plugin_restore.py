@@ -250,12 +250,11 @@ def test_bareos_versions_and_the_c_locale(site, version, c_locale):
 
 
 def _later(root):
-    """After the Full: a file in the directory with a default ACL, a changed file."""
-    later = os.path.join(root, b"home", b"user", b"later.txt")
-    with open(later, "wb") as f:
-        f.write(b"written after the Full\n")
-    os.removexattr(later, "system.posix_acl_access")        # inherited: it has none
-    os.utime(os.path.join(root, b"home", b"user", b"later.txt"), ns=(5 * 10 ** 17, 6 * 10 ** 17))
+    """After the Full: a file changed in the directory with a default ACL (the
+    directory itself unchanged, so the Incremental holds the file but not the
+    directory), and another one elsewhere."""
+    with open(os.path.join(root, b"home", b"user", b"notes.txt"), "r+b") as f:
+        f.write(b"changed after the Full\n")
     with open(os.path.join(root, b"etc", b"hostname"), "wb") as f:
         f.write(b"renamed.example\n")
 
@@ -268,7 +267,10 @@ def test_full_and_incremental_no_acl_inherited_from_a_default_acl(site):
     assert 0 < incremental.files < full.files
     expected = site.picture(spare.disk_descriptor)
     assert "system.posix_acl_default" in expected[b"home/user"]["xattrs"]
-    assert expected[b"home/user/later.txt"]["xattrs"] == {}
+    assert expected[b"home/user/notes.txt"]["xattrs"] == {}
+    stored = [r["path"] for r in site.director().files(incremental.jobid)]
+    assert any(p.endswith("/home/user/notes.txt") for p in stored)
+    assert not any(p.rstrip("/").endswith("/home/user") for p in stored)
     uuid = site.new_uuid()
     result = site.restore([full.jobid, incremental.jobid],
                           "restore=ct:new_name=spare-chain:new_uuid=%s" % uuid)
