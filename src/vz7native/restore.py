@@ -62,7 +62,7 @@ from vz7native.image.ctdisk import MIN_DISK_SIZE
 from vz7native.paths import show
 from vz7native.treewrite import TreeWriter
 
-__all__ = ["ContainerRestore", "FilesRestore", "RestoreError", "RestoreRefused",
+__all__ = ["ContainerRestore", "FilesRestore", "RestoreError", "RestoreRefused", "OutsideContainers",
            "STAGING_PREFIX", "describe_size"]
 
 STAGING_PREFIX = b".vz7native-restore-"
@@ -84,6 +84,10 @@ class RestoreError(HostError):
 
 class RestoreRefused(RestoreError):
     """A restore refused before anything was created."""
+
+
+class OutsideContainers(RestoreRefused):
+    """A restore=files path that lands in no running container's root."""
 
 
 def describe_size(size):
@@ -573,7 +577,7 @@ class FilesRestore(object):
         else:
             running = ", ".join("%s at %s" % (ct.label, show(ct.ve_root))
                                 for ct in self._running_containers()) or "none"
-            raise RestoreRefused("%s lands in no running container's root (running: %s)"
+            raise OutsideContainers("%s lands in no running container's root (running: %s)"
                                  % (show(path), running))
         if (self.name is not None and ct.name != self.name) or (
                 self.uuid is not None and ct.uuid != self.uuid):

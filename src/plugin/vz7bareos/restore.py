@@ -24,8 +24,8 @@ import os
 import stat
 import time
 
-from vz7native.restore import (ContainerRestore, FilesRestore, RestoreError, RestoreRefused,
-                               describe_size)
+from vz7native.restore import (ContainerRestore, FilesRestore, OutsideContainers, RestoreError,
+                               RestoreRefused, describe_size)
 
 from vz7bareos import attrs, names, options
 from vz7bareos.backup import RECORD_OBJECT_PREFIX
@@ -266,10 +266,12 @@ class RestoreJob(object):
         path = names.decode_path(ofname)
         try:
             ct, writer, rel = self.files.target(path)
-        except RestoreRefused as e:
+        except OutsideContainers as e:
             if self._not_rewritten(ofname, rp.type == self.bareosfd.FT_DIREND):
                 return None
             raise RestoreRefused("restore=files: %s; %s" % (e, self._files_hint(rp)))
+        except RestoreRefused as e:
+            raise RestoreRefused("restore=files: %s" % e)
         return _Entry(names.shown(path), writer, rel, rp.statp, None)
 
     def _not_rewritten(self, ofname, is_dir):
