@@ -23,7 +23,7 @@ import os
 import stat
 import subprocess
 
-from ct_tree import describe
+from ct_tree import describe, picture_differences
 from vz7native import image, mount, procfs
 from vz7native.inodeflags import APPEND_FL, IMMUTABLE_FL, read_flags, write_flags
 
@@ -156,24 +156,15 @@ def exact(root, ignore=(), atime=True):
     return entries
 
 
+def _within_a_block(key, want, got):
+    return (key == "blocks" and want is not None and got is not None
+            and abs(want - got) * 512 <= BAREOS_BLOCK)
+
+
 def differences(want, got):
-    """Every difference between two :func:`exact` pictures, as strings."""
-    problems = []
-    for rel in sorted(set(want) | set(got)):
-        shown = rel.decode("utf-8", "backslashreplace")
-        if rel not in got:
-            problems.append("%s: missing" % shown)
-        elif rel not in want:
-            problems.append("%s: unexpected" % shown)
-        else:
-            for key in sorted(set(want[rel]) | set(got[rel])):
-                a, b = want[rel].get(key), got[rel].get(key)
-                if key == "blocks" and a is not None and b is not None:
-                    if abs(a - b) * 512 <= BAREOS_BLOCK:
-                        continue
-                if a != b:
-                    problems.append("%s: %s is %r, expected %r" % (shown, key, b, a))
-    return problems
+    """Every difference between two :func:`exact` pictures (allocated blocks
+    within one Bareos block of each other count as the same), as strings."""
+    return picture_differences(want, got, _within_a_block)
 
 
 def assert_exact(want, got):

@@ -43,8 +43,11 @@ class Site(object):
         self.directors = {}
         self.views = 0
         self.uuids = iter(NEW_UUIDS)
-        self.full = self.backup(self.web)
         self.original = self.picture(self.web.disk_descriptor)
+        assert b"exact/holes" in self.original
+        self.full = self.backup(self.web)
+        stored = [r["path"] for r in self.director().files(self.full.jobid)]
+        assert any(p.endswith("/exact/holes") for p in stored), self.full.report()
 
     def director(self, version=23, c_locale=False):
         key = (version, c_locale)
@@ -245,8 +248,17 @@ def test_bareos_versions_and_the_c_locale(site, version, c_locale):
     uuid = site.new_uuid()
     name = "web-v%d%s" % (version, "c" if c_locale else "")
     result = site.restore(full.jobid, "restore=ct:new_name=%s:new_uuid=%s" % (name, uuid),
-                          version=version, c_locale=c_locale)
+                          version=version, c_locale=c_locale, debug_level=200)
     check_restored(site, uuid, name, site.web.disk_size, result)
+    by_plugin = [e.text for e in result.debug if "data written by the plugin" in e.text]
+    if version >= 22:
+        # the core writes the data (do_io_in_core) but for the sparse files, whose
+        # zero runs the plugin leaves unwritten
+        assert sorted(t.split(": ")[-2].rsplit("/", 1)[-1] for t in by_plugin) == \
+            ["holes", "sparse.img"], by_plugin
+        assert all(t.endswith("(sparse)") for t in by_plugin)
+    else:
+        assert len([t for t in by_plugin if t.endswith("(no do_io_in_core)")]) > 100
 
 
 def _later(root):

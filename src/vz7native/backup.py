@@ -43,6 +43,7 @@ from vz7native import mount, ploop
 from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, find_blockers)
 from vz7native.image import ImageError, read_descriptor
 from vz7native.paths import DESCRIPTOR_NAME, show
+from vz7native.session import Session
 from vz7native.walk import walk
 
 __all__ = ["BackupSession", "BackupError", "Item", "Timings", "cleanup_container",
@@ -167,7 +168,7 @@ def _mounted_at(target):
     return any(m.mount_point == real for m in procfs.mounts())
 
 
-class BackupSession(object):
+class BackupSession(Session):
     """The backup of one container; see the module docstring.
 
     ``host`` (a :class:`vz7native.host.Host`), ``name`` and ``uuid`` (both
@@ -207,26 +208,12 @@ class BackupSession(object):
         self.cleaned = []
         self.timings = Timings()
         self.target = None
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, *exc):
-        self.close()
+        super(BackupSession, self).__init__()
 
     @property
     def catalog_root(self):
         """The host path under which the container's filesystem is catalogued."""
         return os.path.join(self.mount_base, (self.ct.uuid or self.ct.ctid).encode("ascii"))
-
-    def open(self):
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _open(self):
         host = self.host
@@ -298,11 +285,6 @@ class BackupSession(object):
         with _timed(self.timings, "umount"):
             handle.umount()
         self.mounted = None
-
-    def close(self):
-        """Unmount, merge the snapshot back, release the locks (idempotent)."""
-        stack, self._stack = self._stack, contextlib.ExitStack()
-        stack.close()
 
     # -- what is saved ---------------------------------------------------------
 

@@ -60,6 +60,7 @@ from vz7native.host.conf import normalize_uuid
 from vz7native.host.containers import conf_path
 from vz7native.image.ctdisk import MIN_DISK_SIZE
 from vz7native.paths import show
+from vz7native.session import Session
 from vz7native.treewrite import TreeWriter
 
 __all__ = ["ContainerRestore", "FilesRestore", "RestoreError", "RestoreRefused", "OutsideContainers",
@@ -153,7 +154,7 @@ def _replace_ident(path, old, new):
     return b"/".join(new if part == old else part for part in parts)
 
 
-class ContainerRestore(object):
+class ContainerRestore(Session):
     """One container rebuilt from a backup; see the module docstring.
 
     ``host`` a :class:`vz7native.host.Host`; ``record`` the backup's record (a
@@ -196,27 +197,13 @@ class ContainerRestore(object):
         self.finished = False
         self._moved = False
         self._made_root = False
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, *exc):
-        self.close()
+        super(ContainerRestore, self).__init__()
 
     @property
     def label(self):
         return "%r (%s)" % (self.name, self.uuid) if self.name else str(self.uuid)
 
     # -- opening ---------------------------------------------------------------------
-
-    def open(self):
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _open(self):
         self._identity()
@@ -535,11 +522,6 @@ class ContainerRestore(object):
                     with contextlib.suppress(OSError):
                         os.rmdir(self.host.real(self.ve_root))
             _remove_tree(self.staging)
-
-    def close(self):
-        """Undo an unfinished restore, release the lock (idempotent)."""
-        stack, self._stack = self._stack, contextlib.ExitStack()
-        stack.close()
 
 
 class FilesRestore(object):

@@ -223,8 +223,11 @@ class TreeWriter(object):
             source = components(link_to)
             if not source:
                 raise TreeError(errno.EINVAL, "a hard link to the root", show(b"/".join(names)))
-            source_parent = self._open_path_dir(source[:-1])
+            # The chain holds one path: keep the source's directory, then walk
+            # to the link's own directory again.
+            source_parent = os.dup(self._dir(source[:-1], create=False))
             try:
+                parent = self._dir(names[:-1], create=True)
                 os.link(source[-1], name, src_dir_fd=source_parent, dst_dir_fd=parent,
                         follow_symlinks=False)
             finally:
@@ -251,19 +254,6 @@ class TreeWriter(object):
         if stat.S_IFMT(st.st_mode) != kind:
             raise TreeError(errno.ESTALE, "replaced while it was created", show(b"/".join(names)))
         return Placed(names, kind, st.st_dev, st.st_ino)
-
-    def _open_path_dir(self, names):
-        """A new fd on directory ``names`` (the caller closes it), no directory created."""
-        fd = os.dup(self.root_fd)
-        try:
-            for name in names:
-                child = self._open_dir(fd, name, False, names)
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     @staticmethod
     def close_data(placed):

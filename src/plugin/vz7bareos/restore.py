@@ -385,6 +385,9 @@ class RestoreJob(object):
                 if fd is not None and self.job.io_in_core and not entry.sparse:
                     iop.filedes = fd
                     iop.status = b.iostat_do_in_core
+                elif fd is not None:
+                    self.job.debug("%s: data written by the plugin (%s)" % (
+                        entry.shown, "sparse" if entry.sparse else "no do_io_in_core"))
                 return b.bRC_OK
             if func == b.IO_CLOSE:
                 iop.status = 0
