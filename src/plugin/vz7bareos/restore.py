@@ -444,6 +444,8 @@ class RestoreJob(object):
         if st.st_size < entry.size:
             if entry.sparse or not self.job.io_in_core:
                 os.ftruncate(fd, entry.size)          # a hole at the end
+            elif entry.session is not None and os.fstatvfs(fd).f_bfree == 0:
+                self._disk_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
             else:
                 self.job.error("%s is incomplete: %d of %d bytes" % (
                     entry.shown, st.st_size, entry.size))
