@@ -34,24 +34,33 @@ OLD_TIMES = (-2000000000 * NS + 111111111, -1000000000 * NS + 222222222)     # 1
 FUTURE_TIMES = ((1 << 32) * NS + 333333333, ((1 << 32) + 86400) * NS + 444444444)  # 2106+
 BIG_UID = 3000000000
 PRLCTL = """#!/bin/sh
-# prlctl register <private> --preserve-uuid, as it looks in a sandbox host
+# prlctl register <private> --preserve-uuid, as it looks in sandbox hosts: the
+# host roots it serves are listed in prlctl.roots beside it
 set -e
-root=%s
 private="$2"
 uuid=$(basename "$private")
-name=$(sed -n 's/^NAME="\\(.*\\)"$/\\1/p' "$root$private/ve.conf")
-ln -s "$private/ve.conf" "$root/etc/vz/conf/$uuid.conf"
-[ -z "$name" ] || ln -s "/etc/vz/conf/$uuid.conf" "$root/etc/vz/names/$name"
-echo "The CT has been successfully registered."
+while read -r root; do
+    [ -d "$root$private" ] || continue
+    name=$(sed -n 's/^NAME="\\(.*\\)"$/\\1/p' "$root$private/ve.conf")
+    ln -s "$private/ve.conf" "$root/etc/vz/conf/$uuid.conf"
+    [ -z "$name" ] || ln -s "/etc/vz/conf/$uuid.conf" "$root/etc/vz/names/$name"
+    echo "The CT has been successfully registered."
+    exit 0
+done < "$(dirname "$0")/prlctl.roots"
+echo "no sandbox host has $private" >&2
+exit 1
 """
 
 
 def stand_in_prlctl(bin_dir, host_root):
+    """A stand-in prlctl in ``bin_dir`` that (also) serves the sandbox ``host_root``."""
     os.makedirs(bin_dir, exist_ok=True)
     path = os.path.join(bin_dir, "prlctl")
     with open(path, "w") as f:
-        f.write(PRLCTL % os.fsdecode(host_root))
+        f.write(PRLCTL)
     os.chmod(path, 0o755)
+    with open(os.path.join(bin_dir, "prlctl.roots"), "a") as f:
+        f.write(os.path.abspath(os.fsdecode(host_root)) + "\n")
     return path
 
 

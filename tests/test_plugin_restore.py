@@ -35,9 +35,9 @@ class Site(object):
     def __init__(self, base):
         self.base = base
         self.root = os.path.join(base, "host")
-        self.box = Sandbox.build(self.root, count=3, seed=11, running=())
+        self.box = Sandbox.build(self.root, count=4, seed=11, running=())
         self.host = self.box.host
-        self.web, _, self.spare = self.box.containers
+        self.web, self.db, self.spare, self.cache = self.box.containers
         for ct in (self.web, self.spare):
             edit_image(ct.disk_descriptor, os.path.join(base, "edit"), add_exact_entries)
         self.directors = {}
@@ -81,6 +81,15 @@ class Site(object):
 
     def new_uuid(self):
         return next(self.uuids)
+
+    def lose(self, ct):
+        """The container is gone from the host: unregistered, its private area moved away."""
+        for link in (os.path.join(self.root, "etc", "vz", "conf", ct.uuid + ".conf"),
+                     os.path.join(self.root, "etc", "vz", "names", ct.name)):
+            os.unlink(link)
+        moved = os.path.join(self.base, "lost-" + ct.name)
+        os.rename(ct.private, moved)
+        return moved
 
 
 @pytest.fixture(scope="module")
@@ -290,19 +299,33 @@ def test_full_and_incremental_no_acl_inherited_from_a_default_acl(site):
     assert_exact(expected, site.picture(site.host.find(uuid=uuid).disk_descriptor))
 
 
+def test_two_containers_of_one_job_come_back_together(site):
+    line = site.line()
+    backup = site.director().backup([line + ":name=%s:uuid=%s" % (ct.name, ct.uuid)
+                                     for ct in (site.db, site.cache)])
+    assert backup.status == "T", backup.report()
+    pictures = {ct.uuid: site.picture(ct.disk_descriptor) for ct in (site.db, site.cache)}
+    for ct in (site.db, site.cache):
+        site.lose(ct)
+    result = site.restore(backup.jobid, "restore=ct")
+    assert result.status == "T", result.report()
+    for ct in (site.db, site.cache):
+        back = site.host.find(uuid=ct.uuid)
+        assert back.name == ct.name and site.host.status(back).state == STOPPED
+        assert_exact(pictures[ct.uuid], site.picture(back.disk_descriptor))
+    no_staging_left(site)
+
+
 def test_the_seed_example_brings_a_lost_container_back(site):
     """``restore ... pluginoptions="python:restore=ct:disk=250" all done`` after
     the container is gone from the host."""
     web = site.web
-    for link in (os.path.join(site.root, "etc", "vz", "conf", web.uuid + ".conf"),
-                 os.path.join(site.root, "etc", "vz", "names", web.name)):
-        os.unlink(link)
-    os.rename(web.private, os.path.join(site.base, "lost-private"))
+    lost = site.lose(web)
     result = site.director().restore(jobid=site.full.jobid,
                                      plugin_options="python:restore=ct:disk=250")
     ct = site.host.find(uuid=web.uuid)
     assert ct.private == web.private
-    with open(os.path.join(site.base, "lost-private", "ve.conf")) as f:
+    with open(os.path.join(lost, "ve.conf")) as f:
         config_before = f.read()
     with open(os.path.join(ct.private, b"ve.conf")) as f:
         config = f.read()

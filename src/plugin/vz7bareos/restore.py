@@ -207,7 +207,7 @@ class RestoreJob(object):
             note="Bareos restore job %s" % self.job.job_label, log=self.job.debug)
         try:
             session.open()
-        except (RestoreError, OSError, ValueError) as e:
+        except Exception as e:      # lock timeouts, tools, libploop: all end this container
             self.refused.add(uuid)
             self.job.fatal("restore=ct of container %s: %s" % (
                 record.get("name") or uuid, _reason(e)))
