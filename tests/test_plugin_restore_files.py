@@ -173,6 +173,18 @@ def test_replace_policies(site, policy, replaced):
             assert os.lstat(path).st_mtime == mtime
 
 
+@pytest.mark.parametrize("policy", ["never", "ifnewer"])
+def test_directories_the_restore_makes_get_their_attributes_whatever_the_policy(site, policy):
+    target = "dirs-" + policy
+    result = site.restore(regexwhere=site.regexwhere(target), replace=policy,
+                          select=site.catalog_root() + "/etc")
+    assert result.status == "T", result.report()
+    restored = exact(site.inside("tmp", target, "etc"), atime=False)
+    want = {rel[len(b"etc/"):] if rel != b"etc" else b".": props
+            for rel, props in site.expected.items() if rel == b"etc" or rel.startswith(b"etc/")}
+    assert_exact(want, restored)
+
+
 def test_paths_outside_every_running_container_are_refused(site):
     result = site.restore(where="/tmp/elsewhere")
     assert result.status == "f", result.report()

@@ -107,6 +107,7 @@ class TreeWriter(object):
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root_dev = os.fstat(self.root_fd).st_dev
         self._chain = []            # [(name, fd)]: the directories of the last path
+        self._made = set()          # names of the directories made on the way
         self._dir_times = []        # [(names, ino, (atime_ns, mtime_ns))]
         self._flags = []            # [(names, kind, ino, flags)]
 
@@ -122,13 +123,15 @@ class TreeWriter(object):
             os.close(fd)
         del chain[common:]
         parent = chain[-1][1] if chain else self.root_fd
-        for name in names[common:]:
-            fd = self._open_dir(parent, name, create, names)
-            chain.append((name, fd))
+        for depth in range(common, len(names)):
+            fd = self._open_dir(parent, names[:depth + 1], create)
+            chain.append((names[depth], fd))
             parent = fd
         return parent
 
-    def _open_dir(self, parent, name, create, names):
+    def _open_dir(self, parent, names, create):
+        """Open (or make) the directory ``names[-1]`` in ``parent``; ``names`` is its path."""
+        name = names[-1]
         for _ in range(_CREATE_ATTEMPTS):
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -137,6 +140,7 @@ class TreeWriter(object):
                     raise
                 try:
                     os.mkdir(name, self.dir_mode, dir_fd=parent)
+                    self._made.add(tuple(names))
                 except FileExistsError:
                     pass
                 continue
@@ -179,7 +183,9 @@ class TreeWriter(object):
             except FileNotFoundError:
                 existing = None
             if existing is not None:
-                reason = self._kept(existing, mtime)
+                # A directory this writer made on the way is the entry's own.
+                made_here = stat.S_ISDIR(existing.st_mode) and names in self._made
+                reason = None if made_here else self._kept(existing, mtime)
                 if reason:
                     return reason
                 if kind == stat.S_IFDIR and stat.S_ISDIR(existing.st_mode):
