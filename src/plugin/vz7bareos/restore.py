@@ -39,17 +39,17 @@ _CT_ONLY = ("diskspace", "disk", "new_name", "new_uuid")
 class _Entry(object):
     """The entry being restored: where it goes and what arrived for it."""
 
-    __slots__ = ("rp_type", "shown", "writer", "rel", "placed", "mode", "rdev", "size",
-                 "sparse", "position", "attrs", "xattrs", "acls", "session", "statp")
+    __slots__ = ("shown", "writer", "rel", "placed", "mode", "size", "sparse", "position",
+                 "attrs", "xattrs", "acls", "progress", "statp")
 
-    def __init__(self, shown, writer, rel, statp, session):
+    def __init__(self, shown, writer, rel, statp, progress):
         self.shown = shown
         self.writer = writer
         self.rel = rel
         self.statp = statp
         self.mode = statp.st_mode
         self.size = statp.st_size
-        self.session = session
+        self.progress = progress        # the _CtProgress of restore=ct, else None
         self.placed = None
         self.sparse = False
         self.position = 0
@@ -340,8 +340,8 @@ class RestoreJob(object):
             return False
         entry.placed = placed
         entry.sparse = (placed.fd is not None and statp.st_blocks * 512 < statp.st_size)
-        if placed.fd is not None and entry.session is not None:
-            entry.session.bytes += statp.st_size
+        if placed.fd is not None and entry.progress is not None:
+            entry.progress.bytes += statp.st_size
         return True
 
     def _link_source(self, rp, entry):
@@ -444,7 +444,7 @@ class RestoreJob(object):
         if st.st_size < entry.size:
             if entry.sparse or not self.job.io_in_core:
                 os.ftruncate(fd, entry.size)          # a hole at the end
-            elif entry.session is not None and os.fstatvfs(fd).f_bfree == 0:
+            elif entry.progress is not None and os.fstatvfs(fd).f_bfree == 0:
                 self._disk_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
             else:
                 self.job.error("%s is incomplete: %d of %d bytes" % (
