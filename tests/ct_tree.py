@@ -92,7 +92,12 @@ def compare_trees(expected, actual, ignore=(b"lost+found",)):
     """Every difference between the trees ``expected`` and ``actual``, entry by
     entry and property by property (see :func:`describe`), as a list of strings;
     empty when they are the same. ``ignore``: names left out at the top."""
-    want, got = describe(expected, ignore), describe(actual, ignore)
+    return picture_differences(describe(expected, ignore), describe(actual, ignore))
+
+
+def picture_differences(want, got, same=None):
+    """Every difference between two :func:`describe`-like pictures, as strings.
+    ``same(key, expected, actual)``, when given, may accept values that differ."""
     problems = []
     for rel in sorted(set(want) | set(got)):
         shown = rel.decode("utf-8", "backslashreplace")
@@ -102,7 +107,8 @@ def compare_trees(expected, actual, ignore=(b"lost+found",)):
             problems.append("%s: unexpected" % shown)
         else:
             for key in sorted(set(want[rel]) | set(got[rel])):
-                if want[rel].get(key) != got[rel].get(key):
+                a, b = want[rel].get(key), got[rel].get(key)
+                if a != b and not (same is not None and same(key, a, b)):
                     problems.append("%s: %s is %r, expected %r"
                                     % (shown, key, got[rel].get(key), want[rel].get(key)))
     return problems

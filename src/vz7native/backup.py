@@ -43,6 +43,7 @@ from vz7native import mount, ploop, procfs
 from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, find_blockers)
 from vz7native.image import ImageError, read_descriptor
 from vz7native.paths import DESCRIPTOR_NAME, show
+from vz7native.session import Session
 from vz7native.walk import walk
 
 __all__ = ["BackupSession", "BackupError", "Item", "Timings", "cleanup_container",
@@ -165,7 +166,7 @@ def _mounted_at(target):
     return bool(procfs.mounts_at(target))
 
 
-class BackupSession(object):
+class BackupSession(Session):
     """The backup of one container; see the module docstring.
 
     ``host`` (a :class:`vz7native.host.Host`), ``name`` and ``uuid`` (both
@@ -205,26 +206,12 @@ class BackupSession(object):
         self.cleaned = []
         self.timings = Timings()
         self.target = None
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, *exc):
-        self.close()
+        super(BackupSession, self).__init__()
 
     @property
     def catalog_root(self):
         """The host path under which the container's filesystem is catalogued."""
         return os.path.join(self.mount_base, (self.ct.uuid or self.ct.ctid).encode("ascii"))
-
-    def open(self):
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _open(self):
         host = self.host
@@ -297,11 +284,6 @@ class BackupSession(object):
             handle.umount()
         self.mounted = None
 
-    def close(self):
-        """Unmount, merge the snapshot back, release the locks (idempotent)."""
-        stack, self._stack = self._stack, contextlib.ExitStack()
-        stack.close()
-
     # -- what is saved ---------------------------------------------------------
 
     def private_excludes(self):
@@ -347,6 +329,9 @@ class BackupSession(object):
         descriptor = read_descriptor(dd)
         with ploop.Disk.open(dd) as disk:
             version = disk.format_version
+        # What the filesystem holds, so a restore into another size can say
+        # before it starts whether the data fits.
+        fs = os.statvfs(self.target)
         return {
             "record": STATE_VERSION, "name": ct.name, "uuid": ct.uuid, "ctid": ct.ctid,
             "ve_private": show(ct.ve_private), "ve_root": show(ct.ve_root),
@@ -356,6 +341,8 @@ class BackupSession(object):
             "snapshot_time": self.snapshot_time,
             "catalog_root": show(self.catalog_root), "private": show(ct.ve_private),
             "disk_image": show(os.path.relpath(ct.base_image, ct.private)),
+            "used_bytes": (fs.f_blocks - fs.f_bfree) * fs.f_frsize,
+            "used_inodes": fs.f_files - fs.f_ffree,
         }
 
 

@@ -15,9 +15,10 @@ POSIX ACLs travel in the ACL stream as their xattr values
 (``system.posix_acl_access`` / ``_default``), each as a one-byte kind (``a`` or
 ``d``), a 4-byte big-endian length and the value.
 """
-import fcntl
 import os
 import struct
+
+from vz7native.inodeflags import read_flags
 
 ATTRS_NAME = "vz7native.attrs"
 ATTRS_VERSION = 1
@@ -26,15 +27,6 @@ ACL_DEFAULT = "system.posix_acl_default"
 ACL_NAMES = (ACL_ACCESS, ACL_DEFAULT)
 _ACL_KIND = {ACL_ACCESS: b"a", ACL_DEFAULT: b"d"}
 _ACL_NAME = {b"a": ACL_ACCESS, b"d": ACL_DEFAULT}
-
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-# The inode flags chattr sets (s u c S i a d A j t D T P); others (extents,
-# inline data, ...) belong to the filesystem and are left as it makes them.
-SETTABLE_FLAGS = 0x000000FF | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x20000000
-IMMUTABLE_FL = 0x10
-APPEND_FL = 0x20
-_LONG = struct.Struct("l")
 
 
 class AttrsError(ValueError):
@@ -85,24 +77,6 @@ class Attrs(object):
 
     def __repr__(self):
         return "Attrs(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
-
-
-def read_flags(fd):
-    """The inode flags of the file open at ``fd``; -1 where the filesystem has none."""
-    try:
-        return _LONG.unpack(fcntl.ioctl(fd, FS_IOC_GETFLAGS, _LONG.pack(0)))[0] & 0xFFFFFFFF
-    except OSError:
-        return -1
-
-
-def write_flags(fd, flags):
-    """Set the chattr flags ``flags`` (others kept as the filesystem has them)."""
-    current = read_flags(fd)
-    if current < 0:
-        current = 0
-    wanted = (current & ~SETTABLE_FLAGS) | (flags & SETTABLE_FLAGS)
-    if wanted != current:
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, _LONG.pack(wanted))
 
 
 def path_flags(path, is_dir):

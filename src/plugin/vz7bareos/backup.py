@@ -30,9 +30,9 @@ RECORD_OBJECT_PREFIX = "vz7native-ct:"
 _UINT32_MAX = (1 << 32) - 1
 _NLINK_MAX = 0x7FFF  # the catalog's st_nlink is a signed 16-bit field
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-# Fields of the record that change with every job; the rest decides whether an
-# Incremental sends the record again.
-_VOLATILE = ("snapshot", "snapshot_time", "state")
+# Fields of the record that change with every job (or with every write to the
+# container); the rest decides whether an Incremental sends the record again.
+_VOLATILE = ("snapshot", "snapshot_time", "state", "used_bytes", "used_inodes")
 
 
 class ContainerBackup(object):

@@ -173,6 +173,7 @@ class Job(object):
             self.end_backup_job()
         elif event == b.bEventStartRestoreJob:
             self.phase = "restore"
+            self._restore_job().start_restore_job()
         elif event == b.bEventEndRestoreJob:
             if self.restore is not None:
                 self.restore.end_restore_job()

@@ -163,8 +163,13 @@ class Host(object):
 
     def container_lock_path(self, ct):
         """The host path of the per-container lock of ``ct``."""
-        key = (ct.uuid or ct.ctid).encode("ascii")
-        return os.path.join(CONTAINER_LOCK_DIR, b"ct-" + key + b".lock")
+        return self.ident_lock_path(ct.uuid or ct.ctid)
+
+    @staticmethod
+    def ident_lock_path(ident):
+        """The host path of the per-container lock of the container with UUID (or
+        CTID) ``ident``, whether or not it exists yet (a restore takes it)."""
+        return os.path.join(CONTAINER_LOCK_DIR, b"ct-" + ident.encode("ascii") + b".lock")
 
     def container_lock(self, ct, timeout, note=""):
         """A ``FileLock`` that keeps two jobs from working on ``ct`` at once.
@@ -173,10 +178,14 @@ class Host(object):
         vzctl takes its container lock without waiting and removes the file when done,
         so holding it for a whole backup would make every ``vzctl start/stop`` of the
         container fail meanwhile. vzctl's lock is read instead (``status``)."""
-        path = self.container_lock_path(ct)
+        return self.ident_lock(ct.uuid or ct.ctid, timeout, note, ct.label)
+
+    def ident_lock(self, ident, timeout, note="", label=None):
+        """The lock of :meth:`container_lock` by UUID (or CTID) ``ident``."""
+        path = self.ident_lock_path(ident)
         os.makedirs(self.real(os.path.dirname(path)), mode=0o755, exist_ok=True)
         return FileLock(self.real(path), timeout, "the lock of container %s (%s)" % (
-            ct.label, show(path)), note)
+            label or ident, show(path)), note)
 
     def check_pcompact(self, ct):
         """Raise PcompactRunning if pcompact or ``vzctl compact`` works on ``ct``."""
