@@ -45,7 +45,8 @@ class ContainerBackup(object):
         self.session = BackupSession(
             settings.host, name=settings.name, uuid=settings.uuid, lockfile=settings.lockfile,
             lock_timeout=settings.lock_timeout, ct_lock_timeout=settings.ct_lock_timeout,
-            blocker=settings.blocker, excludes=settings.excludes,
+            blocker=settings.blocker, excluded_paths=settings.excluded_paths,
+            excludes=settings.excludes,
             mount_base=settings.mount_base, backend=settings.mount_backend,
             note="Bareos job %s" % fd.job_label, log=fd.debug)
         self.items = None
