@@ -56,7 +56,7 @@ from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, LockTimeo
                             find_blockers)
 from vz7native.image import ImageError, read_descriptor
 from vz7native.mount import state as mount_state
-from vz7native.paths import DESCRIPTOR_NAME, show
+from vz7native.paths import show
 from vz7native.walk import walk
 
 __all__ = ["BackupSession", "BackupError", "ViewInUse", "NoView", "Item", "Timings",
