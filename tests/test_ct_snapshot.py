@@ -191,3 +191,27 @@ def test_cleanup_merges_the_snapshot_of_a_view_whose_mount_is_gone(box, run_dir,
         (ct.label, 1)]
     assert leftovers(box, ct, run_dir, target) == []
     ploop_check(ct)
+
+
+def test_umount_after_the_mount_died_still_merges(box, run_dir, target):
+    ct = box.containers[0]
+    root = host_root(box)
+    rc, out, err = run("ct-mount-snapshot", "--json", "--host-root", root, ct.uuid, target)
+    assert rc == 0, err
+    view = json.loads(out)
+    helper = [r for r in mount_state.load_all(run_dir) if r.id == view["mount_id"]][0].helper
+    os.kill(helper.pid, signal.SIGKILL)
+    rc, out, err = run("ct-umount-snapshot", "--host-root", root, ct.uuid)
+    assert rc == 0, err
+    assert "merged back the snapshot %s" % view["snapshot"] in out
+    assert leftovers(box, ct, run_dir, target) == []
+    ploop_check(ct)
+
+
+def test_a_failed_mount_leaves_nothing(box, run_dir, work):
+    ct = box.containers[0]
+    missing = str(work / "no-such-dir")
+    rc, out, err = run("ct-mount-snapshot", "--host-root", host_root(box), ct.name, missing)
+    assert (rc, out, len(err.splitlines())) == (1, "", 1)
+    assert "is not a directory" in err
+    assert leftovers(box, ct, run_dir, missing) == []
