@@ -316,36 +316,46 @@ def with_home_admin(path, seed):
     write_file(os.path.join(path, b"home/admin/.bash_history"), b"ls\n", uid=1001, gid=1001)
 
 
-@pytest.mark.root
-def test_fileset_and_job_examples_back_up_as_written(tmp_path):
-    from fdsim import Director
-
-    pairs = fileset_job_pairs("plugin.md")
-    assert [name for name, _, _ in pairs][:1] == ["v7_ct"], "the seed's FileSet and Job"
+@pytest.fixture(scope="module")
+def example_host(tmp_path_factory):
+    """A sandbox host with every container the FileSet and Job examples name (each
+    with a /home/admin, which the seed's Job excludes), alternately running and
+    stopped, and a run dir of its own."""
     mentioned = set()
-    for _, lines, job_options in pairs:
+    for _, lines, job_options in fileset_job_pairs("plugin.md"):
         for text in lines + job_options:
             merged = dict(options.parse(text.partition(":")[2]))
             if "uuid" in merged:
                 mentioned.add((merged["name"], options.strip_quotes(merged["uuid"])))
-    root = str(tmp_path / "host")
-    with own_run_dir(os.fsencode(str(tmp_path / "run"))), Sandbox.create(root) as box:
+    work = tmp_path_factory.mktemp("examples")
+    with own_run_dir(os.fsencode(str(work / "run"))), Sandbox.create(str(work / "host")) as box:
         for index, (name, uuid) in enumerate(sorted(mentioned)):
             ct = box.add_container(uuid, name, seed=index, tree_builder=with_home_admin)
             box.stage(ct, "running" if index % 2 == 0 else "stopped")
-        for number, (fileset, lines, job_options) in enumerate(pairs):
-            director = Director(str(tmp_path / ("fd%d" % number)), bareos_version=23)
-            result = director.backup([for_this_machine(line, root) for line in lines],
-                                     fd_plugin_options=job_options, fileset_name=fileset)
-            assert result.status == "T", result.report()
-            paths = [row["path"] for row in director.files(result.jobid)]
-            for text in lines + job_options:
-                merged = dict(options.parse(text.partition(":")[2]))
-                if "uuid" in merged:
-                    root_of_ct = "/mnt/bareos/%s/" % options.strip_quotes(merged["uuid"])
-                    assert root_of_ct + "etc/passwd" in paths
-                for excluded in options.comma_list(merged, "excluded_backup_paths"):
-                    assert not any(p.startswith("/mnt/bareos/") and
-                                   p.split("/", 4)[-1].startswith(excluded.lstrip("/"))
-                                   for p in paths), excluded
-        assert mount_state.load_all(mount_state.run_dir()) == []
+        yield box
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("version", [20, 23, 25])
+def test_fileset_and_job_examples_back_up_as_written(example_host, tmp_path, version):
+    from fdsim import Director
+
+    pairs = fileset_job_pairs("plugin.md")
+    assert [name for name, _, _ in pairs][:1] == ["v7_ct"], "the seed's FileSet and Job"
+    root = os.fsdecode(example_host.root)
+    for number, (fileset, lines, job_options) in enumerate(pairs):
+        director = Director(str(tmp_path / ("fd%d" % number)), bareos_version=version)
+        result = director.backup([for_this_machine(line, root) for line in lines],
+                                 fd_plugin_options=job_options, fileset_name=fileset)
+        assert result.status == "T", result.report()
+        paths = [row["path"] for row in director.files(result.jobid)]
+        for text in lines + job_options:
+            merged = dict(options.parse(text.partition(":")[2]))
+            if "uuid" in merged:
+                root_of_ct = "/mnt/bareos/%s/" % options.strip_quotes(merged["uuid"])
+                assert root_of_ct + "etc/passwd" in paths
+            for excluded in options.comma_list(merged, "excluded_backup_paths"):
+                assert not any(p.startswith("/mnt/bareos/") and
+                               p.split("/", 4)[-1].startswith(excluded.lstrip("/"))
+                               for p in paths), excluded
+    assert mount_state.load_all(mount_state.run_dir()) == []
