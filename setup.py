@@ -2,15 +2,19 @@ import re
 
 from setuptools import find_packages, setup
 
-with open("src/vz7native/__init__.py") as f:
+# UTF-8 whatever the locale: rpmbuild and pip often run under LANG=C (ASCII on 3.6).
+with open("src/vz7native/__init__.py", encoding="utf-8") as f:
     VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+with open("README.md", encoding="utf-8") as f:
+    README = f.read()
 
 setup(
     name="vz7native",
     version=VERSION,
     description="OpenVZ/Virtuozzo 7 ploop images and containers from Python, "
                 "and a Bareos file-daemon plugin built on it",
-    long_description=open("README.md").read(),
+    long_description=README,
     long_description_content_type="text/markdown",
     python_requires=">=3.6",
     package_dir={"": "src"},

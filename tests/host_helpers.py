@@ -1,5 +1,10 @@
-"""What several vz7native.host test modules share: a small host, helper processes."""
+"""What several vz7native.host test modules share: a small host, helper processes,
+a run dir of a module's own."""
+import contextlib
+import os
 import subprocess
+
+from vz7native.mount import state
 
 from vz7native.host.sandbox import Sandbox
 
@@ -34,3 +39,18 @@ class Processes(object):
             proc.kill()
             proc.wait()
             proc.stdout.close()
+
+
+@contextlib.contextmanager
+def own_run_dir(base):
+    """``$VZ7NATIVE_RUN_DIR`` is ``base`` meanwhile: the mounts a test module makes
+    are recorded there, and other people's are never seen (nor cleaned)."""
+    old = os.environ.get(state.RUN_DIR_ENV)
+    os.environ[state.RUN_DIR_ENV] = os.fsdecode(base)
+    try:
+        yield base
+    finally:
+        if old is None:
+            del os.environ[state.RUN_DIR_ENV]
+        else:
+            os.environ[state.RUN_DIR_ENV] = old

@@ -16,6 +16,7 @@ import pytest
 
 import ct_tree
 from ct_tree import assert_same_tree
+from host_helpers import own_run_dir
 from ploop_tools import snapshotted_image
 from test_cli import ok, run
 from vz7native import devices, image, mount, ploop, procfs
@@ -61,14 +62,8 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def run_dir(work):
     """A run dir of this module's own: other people's sets are never seen."""
-    base = os.path.join(work, b"run")
-    old = os.environ.get(state.RUN_DIR_ENV)
-    os.environ[state.RUN_DIR_ENV] = os.fsdecode(base)
-    yield base
-    if old is None:
-        del os.environ[state.RUN_DIR_ENV]
-    else:
-        os.environ[state.RUN_DIR_ENV] = old
+    with own_run_dir(os.path.join(work, b"run")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

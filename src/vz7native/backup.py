@@ -30,6 +30,18 @@ unmounts, merges the snapshot back, removes the state file and releases the
 locks. A crashed session's leftovers are found by the next session of the same
 container (step 3) and by :func:`cleanup_container`.
 
+A *detached* session (``detached=True``, for ``vz7ploop ct-mount-snapshot``:
+a view for rsync, restic or borg that outlives the process that made it)
+always reads a snapshot, even of a stopped container (so the view stays
+consistent when the container is started meanwhile), mounts it with the
+portable backend's persistent mount at a directory of the caller's choice and
+records the mount in the state file. :meth:`BackupSession.detach` then
+releases the locks and leaves the view in place; :func:`close_view`, from any
+process, takes it down under the same locks. While the view's mount lives, the
+next session of the container refuses to start (:class:`ViewInUse`); once its
+mount is gone (killed helper, reboot), the view is a leftover that step 3,
+:func:`cleanup_container` and :func:`cleanup_leftovers` remove.
+
 Nothing here imports Bareos or ctypes-based modules: the Bareos plugin runs it
 inside the file daemon.
 """
@@ -40,14 +52,17 @@ import os
 import time
 
 from vz7native import mount, ploop, procfs
-from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, find_blockers)
+from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, LockTimeout,
+                            find_blockers)
 from vz7native.image import ImageError, read_descriptor
-from vz7native.paths import DESCRIPTOR_NAME, show
+from vz7native.mount import state as mount_state
+from vz7native.paths import show
 from vz7native.session import Session
 from vz7native.walk import walk
 
-__all__ = ["BackupSession", "BackupError", "Item", "Timings", "cleanup_container",
-           "STATE_DIR", "DEFAULT_MOUNT_BASE"]
+__all__ = ["BackupSession", "BackupError", "ViewInUse", "NoView", "Item", "Timings",
+           "cleanup_container", "cleanup_leftovers", "close_view", "STATE_DIR",
+           "DEFAULT_MOUNT_BASE"]
 
 DEFAULT_MOUNT_BASE = b"/mnt/bareos"
 STATE_DIR = b"/var/lib/vz7native/backup"
@@ -59,6 +74,14 @@ _PRIVATE_EXCLUDES = ("*.lck", ".statfs")
 
 class BackupError(HostError):
     """A backup of a container cannot start or finish (the message says why)."""
+
+
+class ViewInUse(BackupError):
+    """The container has a detached snapshot view whose mount is still there."""
+
+
+class NoView(BackupError):
+    """The container has no detached snapshot view to take down."""
 
 
 class Item(object):
@@ -130,11 +153,39 @@ def _remove(path):
         pass
 
 
+def _started(view):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(view.get("started", 0)))
+
+
+def _live_view_mount(view):
+    """The mount record of a detached view while its mount lives, else None.
+
+    Found by its target, not its recorded id: a view killed between mounting
+    and recording the id is still known."""
+    if not view.get("detached") or not view.get("target"):
+        return None
+    target = os.fsencode(view["target"])
+    for record in mount_state.load_all(mount_state.run_dir()):
+        if record.target == target and record.is_live():
+            return record
+    return None
+
+
 def cleanup_container(host, ct, mount_target=None):
     """Undo what a crashed backup of ``ct`` left: unmount our mounts of its disk
     (and at ``mount_target``), merge back the snapshot its state file records,
-    remove the state file. Call it holding the container lock. Returns the list
-    of what was cleaned, as sentences (empty: nothing was left)."""
+    remove the state file. A detached view whose mount is gone is such a
+    leftover too; one whose mount lives raises :class:`ViewInUse`. Call it
+    holding the container lock. Returns the list of what was cleaned, as
+    sentences (empty: nothing was left)."""
+    path = _state_path(host, ct)
+    state = _read_state(path)
+    if state is not None and _live_view_mount(state) is not None:
+        raise ViewInUse("container %s has a snapshot view mounted at %s since %s (by "
+                        "vz7ploop ct-mount-snapshot, pid %s): take it down first with "
+                        "`vz7ploop ct-umount-snapshot %s`" % (
+                            ct.label, state.get("target"), _started(state), state.get("pid"),
+                            ct.uuid or ct.ctid))
     cleaned = []
     dd = ct.disk_descriptor
     for leftover in mount.cleanup(dd):
@@ -145,21 +196,87 @@ def cleanup_container(host, ct, mount_target=None):
     if mount_target is not None and _mounted_at(mount_target):
         raise BackupError("%s is still mounted (not by a job of ours that could be cleaned): "
                           "unmount it first" % show(host.view(mount_target)))
-    path = _state_path(host, ct)
-    state = _read_state(path)
     if state is not None:
         guid = state.get("snapshot")
         if guid:
             with ploop.Disk.open(dd) as disk:
                 if any(s.guid == guid for s in disk.snapshots):
                     disk.delete_snapshot(guid)
-                    cleaned.append("merged back the snapshot %s of a job that did not finish "
-                                   "(pid %s, started %s)" % (
-                                       guid, state.get("pid"), time.strftime(
-                                           "%Y-%m-%d %H:%M:%S",
-                                           time.localtime(state.get("started", 0)))))
+                    cleaned.append("merged back the snapshot %s of %s (pid %s, started %s)" % (
+                        guid, "the snapshot view at %s" % state.get("target")
+                        if state.get("detached") else "a job that did not finish",
+                        state.get("pid"), _started(state)))
         _remove(path)
     return cleaned
+
+
+def cleanup_leftovers(host, log=None):
+    """:func:`cleanup_container` for every container with a state file whose
+    session is gone: a session that holds its container's lock, and a detached
+    view whose mount lives, are left alone. Returns ``[(container label or
+    state file, sentences)]`` for what was cleaned or could not be."""
+    log = log or (lambda text: None)
+    done = []
+    directory = host.real(STATE_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return done
+    for name in names:
+        if not name.endswith(b".json"):
+            continue
+        try:
+            ct = host.load(os.fsdecode(name[:-5]))
+            with host.container_lock(ct, 0, "vz7ploop cleanup"):
+                cleaned = cleanup_container(host, ct)
+        except ViewInUse as e:
+            log(str(e))
+            continue
+        except LockTimeout as e:
+            log("left alone, in use: %s" % e)
+            continue
+        except (HostError, ploop.PloopError, mount.MountError) as e:
+            done.append((show(os.path.join(STATE_DIR, name)), ["cannot clean up: %s" % e]))
+            continue
+        if cleaned:
+            done.append((ct.label, cleaned))
+    return done
+
+
+def close_view(host, name=None, uuid=None, lockfile=None, lock_timeout=3600,
+               ct_lock_timeout=10, note="", log=None):
+    """Take down the detached view of a container (see the module docstring),
+    from any process: under the same locks as a session, unmount it, merge its
+    snapshot back, remove its state file. Raises :class:`NoView` when the
+    container has none. Returns what was done, as sentences.
+
+    Stops the view's mount helper and dismantles its mount here (pyudev): for
+    the command line, not for the file daemon."""
+    from vz7native.mount import teardown
+
+    log = log or (lambda text: None)
+    ct = host.find(name=name, uuid=uuid)
+    with contextlib.ExitStack() as stack:
+        if lockfile:
+            stack.enter_context(host.lockfile(lockfile, lock_timeout, note))
+        stack.enter_context(host.container_lock(ct, ct_lock_timeout, note))
+        view = _read_state(_state_path(host, ct))
+        if view is None or not view.get("detached"):
+            raise NoView("container %s has no snapshot view (vz7ploop ct-mount-snapshot)"
+                         % ct.label)
+        done = []
+        target = view.get("target")
+        if target:
+            log("unmounting %s" % target)
+            stopped = teardown.stop_live(mount_state.run_dir(), target=os.fsencode(target))
+            problems = [p for _, found in stopped for p in found]
+            if problems:
+                raise BackupError("cannot unmount the snapshot view of container %s at %s: %s"
+                                  % (ct.label, target, "; ".join(problems)))
+            if stopped:
+                done.append("unmounted %s" % target)
+        done.extend(cleanup_container(host, ct))
+        return done
 
 
 def _mounted_at(target):
@@ -179,12 +296,22 @@ class BackupSession(Session):
     :func:`vz7native.walk.walk` takes them, relative to the container's root),
     ``mount_base`` (host path), ``backend`` (``auto``, ``kernel``,
     ``portable``), ``note`` (what the locks say about their holder), ``log``
-    (``log(text)`` for the steps, e.g. a debug message).
+    (``log(text)`` for the steps, e.g. a debug message), ``mount_point`` (a
+    path on this machine, an existing directory, to mount at instead of
+    ``<mount_base>/<uuid>``), ``detached`` (the view outlives this process:
+    see the module docstring; needs ``mount_point`` and the portable backend).
     """
 
     def __init__(self, host, name=None, uuid=None, lockfile=None, lock_timeout=3600,
                  ct_lock_timeout=10, blocker=None, excluded_paths=(), excludes=(), mount_base=DEFAULT_MOUNT_BASE,
-                 backend="auto", note="", log=None):
+                 backend="auto", note="", log=None, mount_point=None, detached=False):
+        if detached:
+            if mount_point is None:
+                raise ValueError("a detached view needs a mount point")
+            if mount.choose_backend("portable" if backend == "auto" else backend) != "portable":
+                raise ValueError("a detached view is mounted by the portable backend (a mount "
+                                 "that outlives its process), not by %r" % backend)
+            backend = "portable"
         self.host = host
         self.name = name
         self.uuid = uuid
@@ -197,6 +324,8 @@ class BackupSession(Session):
         self.mount_base = os.fsencode(mount_base)
         self.backend = backend
         self.note = note
+        self.mount_point = None if mount_point is None else os.fsencode(mount_point)
+        self.detached = detached
         self._log = log or (lambda text: None)
         self.ct = None
         self.state = None
@@ -207,6 +336,8 @@ class BackupSession(Session):
         self.timings = Timings()
         self.target = None
         super(BackupSession, self).__init__()
+        # What makes the view (state file, snapshot, mount): what detach() leaves.
+        self._view = contextlib.ExitStack()
 
     @property
     def catalog_root(self):
@@ -228,14 +359,16 @@ class BackupSession(Session):
         self._log("taking the lock of container %s" % ct.label)
         stack.enter_context(host.container_lock(ct, self.ct_lock_timeout, self.note))
         host.check_pcompact(ct)
-        self.target = host.real(self.catalog_root)
+        self.target = (host.real(self.catalog_root) if self.mount_point is None
+                       else os.path.realpath(self.mount_point))
         self.cleaned = cleanup_container(host, ct, self.target)
         for sentence in self.cleaned:
             self._log(sentence)
         if self.state == RUNNING and self.blocker:
             self._check_blockers(ct.root)
+        self._view = stack.enter_context(contextlib.ExitStack())
         self.snapshot_time = time.time()
-        if self.state == RUNNING:
+        if self.state == RUNNING or self.detached:
             self._take_snapshot(dd)
         self._mount(dd)
         if self.state == STOPPED and self.blocker:
@@ -248,13 +381,20 @@ class BackupSession(Session):
                 self.ct.label, show(os.fsencode(self.blocker)),
                 ", ".join(show(p) for p in found[:10]) + (" ..." if len(found) > 10 else "")))
 
+    def _state(self, **more):
+        state = {"version": STATE_VERSION, "snapshot": self.snapshot, "pid": os.getpid(),
+                 "started": self.snapshot_time, "note": self.note}
+        if self.detached:
+            state.update(detached=True, target=os.fsdecode(self.target))
+        state.update(more)
+        return state
+
     def _take_snapshot(self, dd):
         guid = ploop.new_guid()
         path = _state_path(self.host, self.ct)
-        _write_state(path, {"version": STATE_VERSION, "snapshot": guid, "pid": os.getpid(),
-                            "started": self.snapshot_time, "note": self.note})
-        self._stack.callback(_remove, path)
-        self._stack.callback(self._merge, dd, guid)
+        _write_state(path, self._state(snapshot=guid))
+        self._view.callback(_remove, path)
+        self._view.callback(self._merge, dd, guid)
         self._log("taking snapshot %s of %s" % (guid, show(dd)))
         with _timed(self.timings, "snapshot"), ploop.Disk.open(dd) as disk:
             disk.create_snapshot(guid)
@@ -268,21 +408,40 @@ class BackupSession(Session):
 
     def _mount(self, dd):
         target = self.target
-        # The mount point is ours (also when a crashed job left it): removed when empty.
-        os.makedirs(target, mode=0o700, exist_ok=True)
-        self._stack.callback(_rmdir_quietly, target)
+        if self.mount_point is None:
+            # The mount point is ours (also when a crashed job left it): removed when empty.
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            self._view.callback(_rmdir_quietly, target)
         self._log("mounting %s read-only at %s" % (
             "snapshot %s" % self.snapshot if self.snapshot else "the top", show(target)))
         with _timed(self.timings, "mount"):
-            handle = mount.mount_readonly(dd, target, guid=self.snapshot, backend=self.backend)
-        self._stack.callback(self._umount, handle)
+            handle = mount.mount_readonly(dd, target, guid=self.snapshot, backend=self.backend,
+                                          persistent=self.detached)
+        self._view.callback(self._umount, handle)
         self.mounted = handle
+        if self.detached:
+            _write_state(_state_path(self.host, self.ct), self._state(mount_id=handle.id))
 
     def _umount(self, handle):
         self._log("unmounting %s" % show(handle.target))
         with _timed(self.timings, "umount"):
             handle.umount()
         self.mounted = None
+
+    def detach(self):
+        """Release the locks and leave the view of an open detached session in
+        place, for :func:`close_view` to take down later. Returns what the state
+        file records of it (a dict: ``target``, ``snapshot``, ``mount_id``, ...)
+        with the container's ``name``, ``uuid``, ``state`` and the ``device``."""
+        if not self.detached or self.mounted is None:
+            raise BackupError("only an open detached session can be detached")
+        view = _read_state(_state_path(self.host, self.ct))
+        view.update(name=self.ct.name, uuid=self.ct.uuid, state=self.state,
+                    device=os.fsdecode(self.mounted.device))
+        self._view.pop_all()
+        self.mounted = None
+        self.close()
+        return view
 
     # -- what is saved ---------------------------------------------------------
 

@@ -16,6 +16,10 @@ EXIT_USAGE = 38
 # Exit codes for vz7native.image's findings: the SYSEXIT code ploop gives for the same
 # trouble (PLOOPFMT, DISKDESCR, NOSNAP).
 EXIT_FORMAT, EXIT_DESCRIPTOR, EXIT_NO_SNAPSHOT = 11, 39, 43
+# Exit codes for the refusals of the container commands, in the same spirit:
+# something in the way (EBUSY), a lock not had in time (LOCK), nothing mounted
+# (DEV_NOT_MOUNTED), no such container (PARAM).
+EXIT_BUSY, EXIT_LOCK, EXIT_NOT_MOUNTED = 17, 23, 40
 
 
 def parse_size(text):
@@ -227,16 +231,87 @@ def cmd_cleanup(args, ploop):
         done = teardown.remove_leftovers(base, dd=args.dd)
     report = [{"id": r.id, "backend": r.backend, "target": _fs(r.target), "dd": _fs(r.dd),
                "problems": problems} for r, problems in done]
+    containers = [] if args.dd else _cleanup_containers(args)
     if args.json:
-        _write(json.dumps(report, indent=2))
+        _write(json.dumps(report + containers, indent=2))
     else:
         for entry in report:
             _write("%s %s mount %s of %s at %s%s" % (
                 "left" if entry["problems"] else "removed", entry["backend"], entry["id"],
                 entry["dd"] or "(unknown image)", entry["target"] or "(not mounted)",
                 "".join("\n  " + p for p in entry["problems"])))
+        for entry in containers:
+            _write("container %s:%s" % (entry["container"],
+                                        "".join("\n  " + s for s in entry["cleaned"])))
     if any(entry["problems"] for entry in report):
         raise MountError("some leftovers could not be removed")
+
+
+def _cleanup_containers(args):
+    """What crashed backups and snapshot views whose mount is gone left in the
+    containers of the host (snapshots, state files): [{"container", "cleaned"}]."""
+    try:
+        from vz7native import backup
+    except ImportError as e:    # no libploop here: no container to merge a snapshot of
+        sys.stderr.write("vz7ploop: containers not checked: %s\n" % e)
+        return []
+    return [{"container": label, "cleaned": sentences}
+            for label, sentences in backup.cleanup_leftovers(_host(args))]
+
+
+def _host(args):
+    from vz7native.host import Host
+    return Host(os.fsencode(args.host_root))
+
+
+def _container(text):
+    """``find()`` arguments for CT given as a UUID (braces optional) or a name."""
+    from vz7native.host import conf
+    return {"uuid": text} if conf.normalize_uuid(text) else {"name": text}
+
+
+def cmd_ct_mount_snapshot(args, _ploop):
+    from vz7native.backup import BackupSession
+
+    session = BackupSession(
+        _host(args), lockfile=args.lockfile, lock_timeout=args.lock_timeout,
+        ct_lock_timeout=args.ct_lock_timeout, blocker=args.blocker, backend=args.backend,
+        note="vz7ploop ct-mount-snapshot", mount_point=args.dir, detached=True,
+        **_container(args.ct))
+    session.open()
+    for sentence in session.cleaned:
+        sys.stderr.write("vz7ploop: %s\n" % sentence)
+    view = session.detach()
+    if args.json:
+        _write(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        _write("mounted snapshot %s of container %s (%s) read-only at %s" % (
+            view["snapshot"], view["name"] or view["uuid"], view["state"], view["target"]))
+
+
+def cmd_ct_umount_snapshot(args, _ploop):
+    from vz7native.backup import close_view
+
+    done = close_view(_host(args), lockfile=args.lockfile, lock_timeout=args.lock_timeout,
+                      ct_lock_timeout=args.ct_lock_timeout, note="vz7ploop ct-umount-snapshot",
+                      **_container(args.ct))
+    if args.json:
+        _write(json.dumps(done, indent=2))
+    else:
+        for sentence in done:
+            _write(sentence)
+
+
+def _host_exit_code(e):
+    from vz7native import backup, host
+
+    for cls, code in ((backup.NoView, EXIT_NOT_MOUNTED), (backup.ViewInUse, EXIT_BUSY),
+                      (host.BlockerError, EXIT_BUSY), (host.PcompactRunning, EXIT_BUSY),
+                      (host.LockTimeout, EXIT_LOCK), (host.ContainerNotFound, EXIT_USAGE),
+                      (host.ContainerMismatch, EXIT_USAGE)):
+        if isinstance(e, cls):
+            return code
+    return 1
 
 
 def _what(args):
@@ -256,6 +331,10 @@ def _what(args):
         "check": "cannot check %s",
         "import-raw": "cannot import %s into %%s" % getattr(args, "raw", ""),
         "cleanup": "cannot clean up leftover mounts" + (" of %s" if target else "%s"),
+        "ct-mount-snapshot": "cannot mount a snapshot of container %s at %%s"
+                             % getattr(args, "ct", ""),
+        "ct-umount-snapshot": "cannot unmount the snapshot of container %s%%s"
+                              % getattr(args, "ct", ""),
     }.get(args.command, args.command + " %s")
     return what % (target if target is not None else "")
 
@@ -352,10 +431,42 @@ def build_parser():
     p.add_argument("dir", help="directory for the image and DiskDescriptor.xml")
 
     p = command("cleanup", cmd_cleanup,
-                "remove what killed processes left of read-only mounts (live ones stay)")
+                "remove what killed processes left of read-only mounts (live ones stay) and "
+                "the snapshots of backups and snapshot views they left")
     p.set_defaults(libploop=False)      # loaded only for a kernel mount left behind
     p.add_argument("--json", action="store_true")
+    p.add_argument("--host-root", default="/", help="where the host's containers are, for "
+                   "the leftovers of backups and snapshot views (default /)")
     p.add_argument("dd", nargs="?", help="only the leftovers of this DiskDescriptor.xml")
+
+    def container_command(name, func, help_text):
+        p = command(name, func, help_text)
+        p.add_argument("--host-root", default="/",
+                       help="the VZ7 host's root directory (default /; a sandbox host for tests)")
+        p.add_argument("--lockfile", help="a lock file on the host to hold meanwhile, as the "
+                       "plugin's lockfile option (absolute host path)")
+        p.add_argument("--lock-timeout", type=float, default=3600,
+                       help="seconds to wait for --lockfile (default 3600)")
+        p.add_argument("--ct-lock-timeout", type=float, default=10,
+                       help="seconds to wait for a backup of the same container (default 10)")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("ct", metavar="CT", help="the container's name or UUID")
+        return p
+
+    p = container_command(
+        "ct-mount-snapshot", cmd_ct_mount_snapshot,
+        "mount a consistent read-only view of a running or stopped container (a snapshot) "
+        "at DIR, for rsync, restic or borg; it stays until ct-umount-snapshot")
+    p.add_argument("--blocker", help="a glob inside the container: a match refuses the view, "
+                   "as the plugin's blocker option")
+    p.add_argument("--backend", choices=("auto", "kernel", "portable"), default="auto",
+                   help="auto (default) and portable: FUSE + loop device, a mount that "
+                        "outlives this command; kernel is refused (a ploop kernel mount "
+                        "goes with the process that made it)")
+    p.add_argument("dir", metavar="DIR", help="an existing directory to mount at")
+
+    container_command("ct-umount-snapshot", cmd_ct_umount_snapshot,
+                      "unmount the view of ct-mount-snapshot and merge its snapshot back")
     return parser
 
 
@@ -373,7 +484,11 @@ def main(argv=None):
                              "(read-write needs the ploop kernel driver)")
             if args.component:
                 parser.error("-c/--component names a ploop device: kernel backend only")
+    if args.command == "ct-mount-snapshot" and args.backend == "kernel":
+        parser.error("the view must outlive this command: a ploop kernel mount goes with the "
+                     "process that made it; use --backend portable (or auto)")
     from vz7native import image
+    from vz7native.host import HostError
     from vz7native.mount import MountError
 
     # Commands that do not need libploop must work where it is absent.
@@ -400,6 +515,11 @@ def main(argv=None):
             if isinstance(e, cls):
                 return code
         return 1
+    except HostError as e:
+        if args.debug:
+            raise
+        sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
+        return _host_exit_code(e)
     except (OSError, ValueError, MountError) as e:
         if args.debug:
             raise
