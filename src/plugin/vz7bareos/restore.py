@@ -166,6 +166,8 @@ class RestoreJob(object):
             if self._disk_full(e):
                 return b.bRC_OK
             self.job.error("cannot restore %s: %s" % (shown, _reason(e)))
+            # not counted as restored: the Director's file count then warns (job W)
+            rp.create_status = b.CF_ERROR
             return b.bRC_OK
         self.entry = entry
         rp.create_status = b.CF_EXTRACT
