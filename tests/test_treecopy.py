@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from ct_tree import assert_same_tree, build_tree, describe
-from vz7native import treecopy
+from vz7native import inodeflags, treecopy
 
 pytestmark = pytest.mark.root
 
@@ -19,7 +19,7 @@ LONG_LEVELS = 20            # 20 x 251 bytes: past PATH_MAX (4096)
 def _flags(path):
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
-        return treecopy._get_flags(fd)
+        return inodeflags.read_flags(fd)
     finally:
         os.close(fd)
 
@@ -80,10 +80,10 @@ def test_inode_flags_are_set_last(trees):
     treecopy.copy_tree(source, target)
     copied = os.path.join(target, b"locked")
     assert _flags(os.path.join(copied, b"immutable")) & treecopy.COPIED_FLAGS == \
-        treecopy.FS_IMMUTABLE_FL
+        inodeflags.IMMUTABLE_FL
     assert _flags(os.path.join(copied, b"append")) & treecopy.COPIED_FLAGS == \
-        treecopy.FS_APPEND_FL
-    assert _flags(copied) & treecopy.COPIED_FLAGS == treecopy.FS_IMMUTABLE_FL
+        inodeflags.APPEND_FL
+    assert _flags(copied) & treecopy.COPIED_FLAGS == inodeflags.IMMUTABLE_FL
     assert os.lstat(os.path.join(copied, b"immutable")).st_mtime_ns == 2
     assert os.lstat(copied).st_mtime_ns == 4
     assert describe(target) == describe(source)

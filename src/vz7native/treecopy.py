@@ -28,12 +28,11 @@ Anything that cannot be copied exactly raises :class:`CopyError` naming the
 entry; what was copied until then stays in ``target``.
 """
 import errno
-import fcntl
 import os
 import stat
-import struct
 
 from vz7native.image.writer import data_ranges
+from vz7native.inodeflags import APPEND_FL, IMMUTABLE_FL, read_flags, write_flags
 from vz7native.paths import fspath, show
 from vz7native.walk import walk
 
@@ -41,26 +40,17 @@ from vz7native.walk import walk
 # Linux filesystem with flags keeps. The others (extents, inline data,
 # encryption, ...) describe how one filesystem stores the file.
 FS_SYNC_FL = 0x8
-FS_IMMUTABLE_FL = 0x10
-FS_APPEND_FL = 0x20
 FS_NODUMP_FL = 0x40
 FS_NOATIME_FL = 0x80
 FS_DIRSYNC_FL = 0x10000
-COPIED_FLAGS = (FS_SYNC_FL | FS_IMMUTABLE_FL | FS_APPEND_FL | FS_NODUMP_FL | FS_NOATIME_FL |
+COPIED_FLAGS = (FS_SYNC_FL | IMMUTABLE_FL | APPEND_FL | FS_NODUMP_FL | FS_NOATIME_FL |
                 FS_DIRSYNC_FL)
-# FS_IOC_GETFLAGS / SETFLAGS are _IOR/_IOW('f', 1/2, long); the kernel moves an int.
-_LONG = struct.calcsize("l")
-FS_IOC_GETFLAGS = (2 << 30) | (_LONG << 16) | (ord("f") << 8) | 1
-FS_IOC_SETFLAGS = (1 << 30) | (_LONG << 16) | (ord("f") << 8) | 2
-_FLAGS = struct.Struct("i")
 
 COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# What the filesystem says when it keeps no inode flags at all.
-_NO_FLAGS_ERRNOS = (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP)
 
 
 class CopyError(OSError):
@@ -97,13 +87,8 @@ class _Dir(object):
 
 
 def _get_flags(fd):
-    try:
-        return _FLAGS.unpack(fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(_FLAGS.size)))[0]
-    except OSError as e:
-        if e.errno in _NO_FLAGS_ERRNOS:
-            return 0
-        raise
-
+    """The source's inode flags (0 where its filesystem keeps none)."""
+    return max(read_flags(fd), 0)
 
 def _copy_xattrs(src_fd, dst_fd, name):
     """Every xattr of the source entry onto the target one: through their own
@@ -258,8 +243,7 @@ def _set_flags(root_fd, flags):
         finally:
             os.close(dir_fd)
         try:
-            current = _get_flags(fd)
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, _FLAGS.pack(current | value))
+            write_flags(fd, value)
         except OSError as e:
             raise CopyError(e.errno, "cannot set inode flags %#x on %s: %s"
                             % (value, show(rel), e.strerror), rel)
