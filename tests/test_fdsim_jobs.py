@@ -1,5 +1,7 @@
 """Job outcomes (contract §13): the status each message type and each failure
 gives, which events still reach a failed job, and the bareosfd functions."""
+import os
+
 import pytest
 
 from fdsim.testing import fdsim_plugin, make_director  # noqa: F401
@@ -149,3 +151,16 @@ def start_backup_file(self, savepkt):
                                      "unknown var=None bitmap=2", "check=5,0 accept=0"]
     assert result.fileset_calls == [["AddExclude", "/tmp"]]
     assert "handle_plugin_event(4)" in result.calls
+
+
+def test_a_volume_torn_by_a_killed_fd_reads_up_to_its_last_whole_record(tmp_path):
+    from fdsim import volume
+    path = str(tmp_path / "job.vol")
+    with volume.VolumeWriter(path) as writer:
+        writer.write(2, 1, b"first")
+        writer.write(2, 2, b"second record")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 3)  # the FD died writing the second record
+    assert [r.payload for r in volume.read_records(path, torn_tail=True)] == [b"first"]
+    with pytest.raises(volume.VolumeError):
+        list(volume.read_records(path))

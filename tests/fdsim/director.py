@@ -369,7 +369,8 @@ class Director(object):
         path = spec["volume"]
         if not os.path.exists(path):
             return
-        for record in volume.read_records(path):
+        # A killed FD may leave its last record half-written; what came before counts.
+        for record in volume.read_records(path, torn_tail=bool(raw.get("crashed"))):
             if record.stream == C.STREAM_PLUGIN_NAME:
                 if record.plugin_name_start is not None:
                     start_offset, cmd = record.offset, record.plugin_name_start

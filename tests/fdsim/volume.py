@@ -107,8 +107,11 @@ class VolumeWriter(object):
         self.close()
 
 
-def read_records(path, start=0):
-    """Yield the records of a volume from byte offset ``start``."""
+def read_records(path, start=0, torn_tail=False):
+    """Yield the records of a volume from byte offset ``start``.
+
+    ``torn_tail``: the writer may have died mid-record (a killed FD): a
+    truncated last record ends the volume instead of being an error."""
     with open(path, "rb") as volume:
         volume.seek(start)
         while True:
@@ -117,12 +120,16 @@ def read_records(path, start=0):
             if not header:
                 return
             if len(header) != _HEADER.size:
+                if torn_tail:
+                    return
                 raise VolumeError("%s: truncated record header at %d" % (path, offset))
             magic, stream, file_index, length = _HEADER.unpack(header)
             if magic != MAGIC:
                 raise VolumeError("%s: bad record magic at %d" % (path, offset))
             payload = volume.read(length)
             if len(payload) != length:
+                if torn_tail:
+                    return
                 raise VolumeError("%s: truncated record at %d" % (path, offset))
             yield Record(stream, file_index, payload, offset)
 
