@@ -295,7 +295,7 @@ def backup_in_fresh_fd(director, line):
 
 def summary_steps(result):
     """{step: seconds} from the plugin's summary message."""
-    for text in result.messages("M_INFO"):
+    for text in result.plugin_messages("M_INFO"):
         found = SUMMARY.search(text)
         if found:
             return {name: float(found.group(name)) for name in STEPS}
@@ -303,7 +303,7 @@ def summary_steps(result):
 
 
 def entry_point_times(result):
-    for text in result.messages("M_INFO"):
+    for text in result.plugin_messages("M_INFO"):
         if text.startswith(TIMES_MESSAGE):
             return json.loads(text[len(TIMES_MESSAGE):])
     raise AssertionError("no timing message:\n" + result.report()[:3000])
