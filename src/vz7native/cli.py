@@ -302,6 +302,29 @@ def cmd_ct_umount_snapshot(args, _ploop):
             _write(sentence)
 
 
+def cmd_selftest(args, _ploop):
+    """Exit 0 when no step failed (skipped steps are listed, they do not fail it)."""
+    import signal
+    from vz7native import selftest
+
+    def stop(signum, frame):   # SIGTERM unwinds like Ctrl-C: everything made is removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    log = (lambda text: sys.stderr.write(text)) if args.debug else None
+    report = selftest.run(args.dir, log=log)
+    if args.json:
+        _write(json.dumps(report.as_dict(), indent=2))
+    else:
+        _write("self-test in %s" % _fs(report.directory))
+        for step in report.steps:
+            took = "%7.2fs" % step.seconds if step.seconds is not None else " " * 8
+            _write(("%-16s %s %-7s  %s" % (step.name, took, step.status, step.detail)).rstrip())
+        _write("result: %s" % ("every step that could run passed" if report.ok
+                               else "some steps failed"))
+    return 0 if report.ok else 1
+
+
 def _host_exit_code(e):
     from vz7native import backup, host
 
@@ -335,6 +358,7 @@ def _what(args):
                              % getattr(args, "ct", ""),
         "ct-umount-snapshot": "cannot unmount the snapshot of container %s%%s"
                               % getattr(args, "ct", ""),
+        "selftest": "cannot run the self-test in %s",
     }.get(args.command, args.command + " %s")
     return what % (target if target is not None else "")
 
@@ -467,6 +491,14 @@ def build_parser():
 
     container_command("ct-umount-snapshot", cmd_ct_umount_snapshot,
                       "unmount the view of ct-mount-snapshot and merge its snapshot back")
+
+    p = command("selftest", cmd_selftest,
+                "run every path of vz7native on a scratch image and a scratch sandbox "
+                "container in DIR (made and removed again): kernel mounts, snapshots, "
+                "merges, portable mounts, checks, a backup")
+    p.add_argument("--dir", default="/vz/selftest",
+                   help="scratch directory: must not exist or be empty (default /vz/selftest)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -490,6 +522,7 @@ def main(argv=None):
     from vz7native import image
     from vz7native.host import HostError
     from vz7native.mount import MountError
+    from vz7native.selftest import DirectoryRefused, SelftestError
 
     # Commands that do not need libploop must work where it is absent.
     ploop = None
@@ -520,6 +553,14 @@ def main(argv=None):
             raise
         sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
         return _host_exit_code(e)
+    except SelftestError as e:
+        if args.debug:
+            raise
+        sys.stderr.write("vz7ploop: %s: %s\n" % (_what(args), e))
+        return EXIT_BUSY if isinstance(e, DirectoryRefused) else 1
+    except KeyboardInterrupt:
+        sys.stderr.write("vz7ploop: %s: interrupted\n" % args.command)
+        return 130
     except (OSError, ValueError, MountError) as e:
         if args.debug:
             raise

@@ -19,7 +19,16 @@ times (everything but ``srv/times`` dated ``OLD_MTIME``); the seed changes the
 hostname and a few data files, so that the containers of one sandbox differ. Needs root (device
 nodes, owners, the ``security.capability`` and ``trusted.*`` xattrs) and
 ``setfacl``.
+
+``describe(root)`` gives a comparable picture of a tree (kinds, modes, owners,
+sizes, device numbers, mtimes in nanoseconds, symlink targets, xattrs and ACLs,
+content hashes, hard-link groups, sparseness; access times are left out:
+listing a directory sets them) and ``compare_trees(expected, actual)`` lists
+every difference between two trees, entry by entry: for tests, and for
+``vz7ploop selftest``, which checks what an image shows against what was
+written.
 """
+import hashlib
 import os
 import random
 import socket
@@ -215,3 +224,87 @@ def write_tree(root, seed=0):
     _write_odd_times(root)
     _set_all_times(root)
     _date_odd_times(root)
+
+
+# ---------------------------------------------------------------------------
+# Comparing trees
+
+def stat_properties(st):
+    """What :func:`describe` takes of an entry's ``os.stat_result``: kind,
+    permission bits, owner, mtime in nanoseconds, size (not for directories)
+    and rdev (devices)."""
+    kind = stat.S_IFMT(st.st_mode)
+    props = {"kind": kind, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+             "gid": st.st_gid, "mtime": st.st_mtime_ns}
+    if kind != stat.S_IFDIR:
+        props["size"] = st.st_size
+    if kind in (stat.S_IFCHR, stat.S_IFBLK):
+        props["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return props
+
+
+def describe(root, ignore=(b"lost+found",)):
+    """``{relative path (bytes): properties}`` of every entry under ``root``.
+
+    Properties are those a filesystem image keeps: kind, permission bits,
+    owner, size (not for directories), rdev, mtime in nanoseconds, symlink
+    target, xattrs (ACLs included), content hash, hard-link group (every path
+    of an inode with more than one, sorted) and whether a file is sparse.
+    """
+    root = os.fsencode(root)
+    entries = {}
+    inodes = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == root:
+            dirnames[:] = [d for d in dirnames if d not in ignore]
+        for name in sorted(dirnames + filenames) + ([b"."] if dirpath == root else []):
+            path = os.path.normpath(os.path.join(dirpath, name))
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            kind = stat.S_IFMT(st.st_mode)
+            props = stat_properties(st)
+            if kind == stat.S_IFLNK:
+                props["target"] = os.readlink(path)
+            else:
+                props["xattrs"] = {k: os.getxattr(path, k, follow_symlinks=False)
+                                   for k in sorted(os.listxattr(path, follow_symlinks=False))}
+            if kind == stat.S_IFREG:
+                digest = hashlib.sha256()
+                with open(os.open(path, os.O_RDONLY | os.O_NOATIME), "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                props["sha256"] = digest.hexdigest()
+                props["sparse"] = st.st_blocks * 512 < st.st_size
+            if kind != stat.S_IFDIR and st.st_nlink > 1:
+                inodes.setdefault(st.st_ino, []).append(rel)
+            entries[rel] = props
+    for paths in inodes.values():
+        for rel in paths:
+            entries[rel]["links"] = sorted(paths)
+    return entries
+
+
+def compare_trees(expected, actual, ignore=(b"lost+found",)):
+    """Every difference between the trees ``expected`` and ``actual``, entry by
+    entry and property by property (see :func:`describe`), as a list of strings;
+    empty when they are the same. ``ignore``: names left out at the top."""
+    return picture_differences(describe(expected, ignore), describe(actual, ignore))
+
+
+def picture_differences(want, got, same=None):
+    """Every difference between two :func:`describe`-like pictures, as strings.
+    ``same(key, expected, actual)``, when given, may accept values that differ."""
+    problems = []
+    for rel in sorted(set(want) | set(got)):
+        shown = rel.decode("utf-8", "backslashreplace")
+        if rel not in got:
+            problems.append("%s: missing" % shown)
+        elif rel not in want:
+            problems.append("%s: unexpected" % shown)
+        else:
+            for key in sorted(set(want[rel]) | set(got[rel])):
+                a, b = want[rel].get(key), got[rel].get(key)
+                if a != b and not (same is not None and same(key, a, b)):
+                    problems.append("%s: %s is %r, expected %r"
+                                    % (shown, key, got[rel].get(key), want[rel].get(key)))
+    return problems
