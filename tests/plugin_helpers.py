@@ -130,32 +130,6 @@ def tree_picture(top, skip=NOT_IN_TREE):
     return picture
 
 
-def change_image(dd, edit, workdir):
-    """Let ``edit(mount_point)`` change the filesystem in the top of ``dd`` as a
-    running container would: the virtual disk is copied out sparse, its ext4
-    mounted read-write from a loop device, edited, and the changed clusters
-    written back into the top delta."""
-    raw = os.path.join(os.fsencode(str(workdir)), b"edit.raw")
-    point = os.path.join(os.fsencode(str(workdir)), b"edit.mnt")
-    os.makedirs(point, exist_ok=True)
-    with image.open_virtual_disk(dd) as disk, open(raw, "wb") as out:
-        offset = image.find_partition(disk).offset
-        step = 1 << 20
-        out.truncate(disk.size)
-        for pos in range(0, disk.size, step):
-            data = disk.read(pos, min(step, disk.size - pos))
-            if data.count(0) != len(data):
-                out.seek(pos)
-                out.write(data)
-    subprocess.check_call([b"mount", b"-o", b"loop,offset=%d" % offset, raw, point])
-    try:
-        edit(point)
-    finally:
-        subprocess.check_call([b"umount", point])
-    image.write_clusters(dd, raw)
-    os.unlink(raw)
-
-
 def is_dir_type(kind):
     return kind == C.FT["FT_DIREND"]
 

@@ -7,7 +7,8 @@ import pytest
 
 from fdsim import constants as C
 from fdsim.director import FdsimError
-from plugin_helpers import (change_image, director, fs_name, job_options, line, records,
+from restore_helpers import edit_image
+from plugin_helpers import (director, fs_name, job_options, line, records,
                             stored, tree_picture)
 from vz7bareos import attrs, names
 from vz7native import mount, ploop, procfs
@@ -177,7 +178,7 @@ def test_incremental_and_differential_store_exactly_what_changed(fresh_host, tmp
             f.write(b"new file\n")
         os.unlink(os.path.join(root, b"root/.bash_history"))
         os.chmod(os.path.join(root, b"etc/os-release"), 0o600)
-    change_image(ct.disk_descriptor, edit, tmp_path)
+    edit_image(ct.disk_descriptor, str(tmp_path / "edit"), edit)
     incr = d.backup(line(sandbox), fd_plugin_options=opts, level="I", accurate=True)
     assert incr.status == "T", incr.report()
     files, objects = stored(tmp_path / "fd", incr.jobid)
