@@ -2,6 +2,7 @@
 import errno
 import os
 import subprocess
+import threading
 
 import pytest
 
@@ -109,3 +110,24 @@ def test_mount_failure_names_the_target(tmp):
     os.mkdir(target)
     with pytest.raises(devices.DeviceError, match="nowhere"):
         devices.mount(b"/dev/null", target, "ext4", "ro")
+
+
+def test_listing_loop_devices_while_one_detaches_never_fails(backing):
+    # The kernel removes a device's loop/ attributes the moment it detaches; a
+    # listing that read its backing file just before must drop it, not fail.
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            _, fd = devices.attach_loop(backing)
+            os.close(fd)            # autoclear: this detaches it
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(300):
+            for loop in devices.loop_devices():
+                assert loop.backing_file and loop.size_limit >= 0
+    finally:
+        stop.set()
+        worker.join()

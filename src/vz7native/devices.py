@@ -102,9 +102,12 @@ def _loop_device(dev):
         value = attrs.get(name)
         return value is not None and value.strip() == b"1"
 
+    try:
+        offset, size_limit = attrs.asint("loop/offset"), attrs.asint("loop/sizelimit")
+    except KeyError:
+        return None         # detached while we read it: the kernel removed loop/
     return LoopDevice(os.fsencode(dev.device_node), dev.device_number, backing.rstrip(b"\n"),
-                      attrs.asint("loop/offset"), attrs.asint("loop/sizelimit"), flag("ro"),
-                      flag("loop/autoclear"), flag("loop/dio"))
+                      offset, size_limit, flag("ro"), flag("loop/autoclear"), flag("loop/dio"))
 
 
 def loop_devices():
