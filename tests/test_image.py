@@ -17,7 +17,7 @@ import pytest
 
 from vz7native import cli, image
 from vz7native.image import reader as reader_module
-from vz7native.image.delta import HEADER, IN_USE_MAGIC
+from vz7native.image.delta import HEADER, IN_USE_MAGIC, Header
 
 MiB = 1 << 20
 TOP = image.TOP_GUID
@@ -316,6 +316,69 @@ def test_import_raw_stores_only_data_of_a_large_sparse_disk(tmp_path):
         assert disk.read(3 << 30, 5) == b"three"
         assert disk.read((8 << 30) - 5, 10) == b"eight"
         assert disk.read((3 << 30) - 5, 10) == bytes(5) + b"three"
+
+
+# -- InPlaceImage: a new image written through a raw view of its delta --------------
+
+# (virtual offset, bytes) written into a 48 MiB disk: a few bytes 8 KiB into cluster 0,
+# cluster 3 whole, a piece of cluster 40, the last sector of cluster 47.
+IN_PLACE_WRITES = [(8192 + 100, b"a" * 100), (3 * MiB, b"b" * MiB), (40 * MiB + 4096, b"c" * 4096),
+                   (48 * MiB - 512, b"d" * 512)]
+
+
+def written_in_place(path, version=1):
+    """An InPlaceImage with IN_PLACE_WRITES at its data offset; returns (image, raw
+    disk content)."""
+    new = image.InPlaceImage(path, 48 * MiB, version=version)
+    content = bytearray(48 * MiB)
+    fd = os.open(new.path, os.O_WRONLY)
+    try:
+        for offset, data in IN_PLACE_WRITES:
+            os.pwrite(fd, data, new.data_offset + offset)
+            content[offset:offset + len(data)] = data
+    finally:
+        os.close(fd)
+    return new, bytes(content)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_in_place_image_seals_into_a_whole_expanded_image(tmp_path, version):
+    new, content = written_in_place(str(tmp_path / "img"), version)
+    assert not os.path.exists(new.descriptor)
+    with pytest.raises(image.FormatError, match="no ploop1 signature"):   # not an image yet
+        Header.parse(open(new.path, "rb").read(HEADER.size), new.path)
+    dd = new.seal()
+    assert dd == new.descriptor
+    report = image.verify(dd)
+    assert report.ok, report.problems        # no holes, BAT in the file, no overlaps
+    assert report.clusters == {TOP: 4}
+    # Clusters 40 and 47 moved into the holes after cluster 0: the file holds the
+    # metadata cluster and the four data clusters, nothing more.
+    assert os.path.getsize(new.path) == 5 * MiB
+    with image.open_virtual_disk(dd) as disk:
+        assert disk.read(0, disk.size) == content
+    assert image.read_descriptor(dd).mode == "expanded"
+
+
+def test_an_empty_in_place_image_seals_into_an_empty_image(tmp_path):
+    new = image.InPlaceImage(str(tmp_path / "img"), 4 * MiB)
+    dd = new.seal()
+    assert os.path.getsize(new.path) == new.data_offset
+    assert image.verify(dd).ok
+    data = open(new.path, "rb").read(HEADER.size)
+    assert HEADER.unpack_from(data)[9] == 1     # flags: empty
+
+
+def test_an_in_place_image_refuses_and_removes_what_it_made(tmp_path):
+    target = tmp_path / "img"
+    new, _ = written_in_place(str(target))
+    with pytest.raises(image.ImageError, match="already exists"):
+        image.InPlaceImage(str(target), 48 * MiB)
+    new.remove()
+    assert not target.exists()
+    with pytest.raises(ValueError, match="multiple of the cluster size"):
+        image.InPlaceImage(str(target), 48 * MiB + 4096)
+    assert not target.exists()
 
 
 def test_import_raw_refuses_and_leaves_nothing_behind(tmp_path, raw_disk):

@@ -18,7 +18,7 @@ import ct_tree
 from conftest import require
 from ploop_tools import (check_deltas, convert_to_raw, libploop_merge, libploop_snapshot,
                          run_binding, run_ploop, snapshotted_image)
-from test_image import DAMAGES, MiB, write_pattern_disk
+from test_image import DAMAGES, MiB, write_pattern_disk, written_in_place
 from vz7native import image
 
 pytestmark = pytest.mark.root
@@ -116,6 +116,15 @@ def test_libploop_checks_and_converts_back_what_we_import(tmp_path, disks, versi
     check_deltas([e.file for e in image.read_descriptor(dd).chain()], fake_v2=version == 2)
     raw = convert_to_raw(dd, fake_v2=version == 2)
     assert filecmp.cmp(raw, disks["old"], shallow=False)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_libploop_checks_and_converts_back_an_in_place_image(tmp_path, version):
+    new, content = written_in_place(str(tmp_path / "ct"), version)
+    dd = new.seal()
+    check_deltas([new.path], fake_v2=version == 2)
+    with open(convert_to_raw(dd, fake_v2=version == 2), "rb") as f:
+        assert f.read() == content
 
 
 def damaged_image(tmp_path, damage):

@@ -22,16 +22,17 @@ backup time (name, UUID, paths, disk size and format, space in use).
 4. a staging directory beside the private area (``.vz7native-restore-<UUID>``)
    with a state file, the private area being restored, and a fresh disk of the
    size asked for, mounted read-write: with the ploop driver an image made by
-   libploop, without it (and as the fallback) a sparse raw GPT + ext4 disk on a
-   loop device. If the backup's data does not fit the new filesystem, the
-   staging directory is removed and the restore refused (saying how much is
-   needed);
+   libploop, without it (and as the fallback) a new ploop image holding a GPT +
+   ext4 disk, mounted through a loop device on its delta file
+   (:func:`vz7native.image.new_ct_image`: the data is written once, in place).
+   If the backup's data does not fit the new filesystem, the staging directory
+   is removed and the restore refused (saying how much is needed);
 5. the caller writes the private area and the filesystem through the two
    :class:`~vz7native.treewrite.TreeWriter` objects;
 6. :meth:`~ContainerRestore.finish`: directory times and inode flags, unmount,
-   the raw disk turned into a ploop image (``vz7native.image.import_raw``) and
-   checked, ``ve.conf`` rewritten for a new name, UUID or size, the private
-   area renamed into place (one ``rename``), the root directory made, the
+   the image sealed (:meth:`vz7native.image.InPlaceImage.seal`) and checked,
+   ``ve.conf`` rewritten for a new name, UUID or size, the private area renamed
+   into place (one ``rename``), the root directory made, the
    container registered (``prlctl register``, left stopped), the staging
    directory removed.
 
@@ -69,7 +70,6 @@ __all__ = ["ContainerRestore", "FilesRestore", "RestoreError", "RestoreRefused",
 STAGING_PREFIX = b".vz7native-restore-"
 STATE_NAME = b"state.json"
 STATE_VERSION = 1
-RAW_NAME = b"disk.raw"
 MOUNT_NAME = b"mnt"
 PRIVATE_NAME = b"private"
 PLOOP_MINOR = "/proc/vz/ploop_minor"
@@ -161,8 +161,8 @@ class ContainerRestore(Session):
     dict); ``name``/``uuid`` a new name and UUID (None: the record's);
     ``disk_size`` bytes (None: the size at backup time); ``register_timeout``
     seconds for ``prlctl register``; ``backend`` ``"auto"``, ``"kernel"`` (the
-    ploop driver) or ``"portable"`` (raw disk on a loop device, then
-    converted); ``lock_timeout`` seconds for the per-container lock; ``note``
+    ploop driver) or ``"portable"`` (the image's delta file on a loop device,
+    then sealed); ``lock_timeout`` seconds for the per-container lock; ``note``
     what the lock says about its holder; ``log(text)`` for the steps;
     ``register(private, timeout, ctid)`` registers (default
     :func:`vz7native.host.register_container`).
@@ -193,6 +193,7 @@ class ContainerRestore(Session):
         self.staging = None
         self.mounted = None
         self._disk = None
+        self._image = None
         self.writers = {}
         self.finished = False
         self._moved = False
@@ -343,10 +344,10 @@ class ContainerRestore(Session):
         backend = self._chosen_backend()
         self._log("making a %s disk (%s) for container %s" % (
             describe_size(self.disk_size), backend, self.label))
+        disk_dir, image_name = self._disk_dir()
+        os.makedirs(disk_dir, 0o700, exist_ok=True)
         if backend == "kernel":
             from vz7native import ploop
-            disk_dir, image_name = self._disk_dir()
-            os.makedirs(disk_dir, 0o700, exist_ok=True)
             dd = ploop.create_image(os.path.join(disk_dir, image_name), self.disk_size,
                                     fstype="ext4", version=record.get("format_version"),
                                     cluster_size=cluster)
@@ -359,12 +360,13 @@ class ContainerRestore(Session):
                 raise
             self._disk = disk
         else:
-            raw = os.path.join(self.staging, RAW_NAME)
-            self._save_state(backend="portable", raw=show(raw))
-            partition = image.make_ct_raw_disk(None, self.disk_size, raw, cluster)
+            self._save_state(backend="portable")
+            self._image, partition = image.new_ct_image(
+                self.disk_size, disk_dir, version=record.get("format_version") or 1,
+                cluster_size=cluster, image_name=image_name)
             _run(["mount", "-t", "ext4", "-o", "loop,offset=%d,sizelimit=%d,%s" % (
-                partition.offset, partition.size, RW_MOUNT_OPTIONS), raw, target],
-                "mount the new disk of container %s" % self.label)
+                self._image.data_offset + partition.offset, partition.size, RW_MOUNT_OPTIONS),
+                self._image.path, target], "mount the new disk of container %s" % self.label)
             self.mounted = target
         self.timings["disk"] = time.monotonic() - started
 
@@ -404,16 +406,11 @@ class ContainerRestore(Session):
         self._umount()
         self.timings["umount"] = time.monotonic() - started
         disk_dir, image_name = self._disk_dir()
-        if self._chosen_backend() == "portable":
+        if self._image is not None:
             started = time.monotonic()
-            raw = os.path.join(self.staging, RAW_NAME)
-            record = self.record
-            self._log("converting the raw disk into a ploop image in %s" % show(disk_dir))
-            image.import_raw(raw, disk_dir, version=record.get("format_version") or 1,
-                             cluster_size=record.get("cluster_size") or
-                             image.DEFAULT_CLUSTER_SIZE, image_name=image_name)
-            os.unlink(raw)
-            self.timings["convert"] = time.monotonic() - started
+            self._log("sealing the ploop image in %s" % show(disk_dir))
+            self._image.seal()
+            self.timings["seal"] = time.monotonic() - started
         report = image.verify(disk_dir)
         if not report.ok:
             raise RestoreError("the new disk of container %s fails its check: %s"

@@ -545,11 +545,11 @@ class RestoreJob(object):
             return "%.2f s" % t[name] if name in t else "-"
         self.job.info(
             "container %s restored: %d entries, %d bytes; private area %s, disk %s; "
-            "registered, stopped; disk %s, unmount %s, conversion %s, register %s; "
+            "registered, stopped; disk %s, unmount %s, seal %s, register %s; "
             "%.1f s in all" % (
                 session.label, progress.entries, progress.bytes,
                 names.shown(session.ve_private), describe_size(session.disk_size),
-                secs("disk"), secs("umount"), secs("convert"), secs("register"),
+                secs("disk"), secs("umount"), secs("seal"), secs("register"),
                 time.monotonic() - progress.started))
 
 

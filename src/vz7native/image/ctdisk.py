@@ -7,7 +7,9 @@ empty ext4 filesystem in it (``mkfs.ext4`` with 256-byte inodes, which hold
 times up to 2446 with nanoseconds; smaller ext4s default to 128-byte inodes
 that end in 2038), which is mounted through a loop device and filled by
 :func:`vz7native.treecopy.copy_tree`: the image holds exactly the source tree,
-every attribute included. ``make_ct_disk`` then imports that as a ploop image.
+every attribute included. ``new_ct_image`` puts that disk straight into a
+new ploop image (:class:`~vz7native.image.writer.InPlaceImage`), where it is
+filled in place; ``make_ct_disk`` fills it from a directory and seals it.
 
 ``mkfs.ext4 -d`` (e2fsprogs 1.47) is not used: it moves times after 2038 into
 the past, turns hard-linked symlinks into separate ones, and takes minutes on
@@ -28,7 +30,8 @@ import tempfile
 from vz7native.image.descriptor import SECTOR_SIZE
 from vz7native.paths import fspath, show
 from vz7native.image.errors import ImageError, ToolError, TreeDoesNotFit
-from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, check_cluster_size, import_raw
+from vz7native.image.writer import (DEFAULT_CLUSTER_SIZE, InPlaceImage, check_cluster_size,
+                                    data_ranges)
 
 FS_BLOCK_SIZE = 4096
 # Enough for the GPT, one cluster of alignment and a small ext4 with a journal.
@@ -47,6 +50,7 @@ MKFS_FEATURES = "^metadata_csum"
 FILL_OPTIONS = "rw,nosuid,nodev,noexec,noload,barrier=0,nodelalloc"
 # How long the kernel may take to let go of the loop device after the unmount.
 LOOP_RELEASE_TIMEOUT = 10.0
+COPY_CHUNK = 4 << 20
 _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -84,6 +88,20 @@ def partition_layout(size, cluster_size=DEFAULT_CLUSTER_SIZE):
     return cluster, end - 1
 
 
+def _check_disk_args(source_dir, size, cluster_size):
+    """``source_dir`` as bytes (None stays None); ValueError or ImageError for bad ones."""
+    check_cluster_size(cluster_size)
+    if size < MIN_DISK_SIZE or size % cluster_size:
+        raise ValueError("size must be a multiple of the cluster size (%d) and at least %d "
+                         "bytes, not %r" % (cluster_size, MIN_DISK_SIZE, size))
+    if source_dir is None:
+        return None
+    source_dir = fspath(source_dir)
+    if not os.path.isdir(source_dir):
+        raise ImageError("%s is not a directory" % show(source_dir))
+    return source_dir
+
+
 def make_ct_raw_disk(source_dir, size, raw_path, cluster_size=DEFAULT_CLUSTER_SIZE):
     """Write the raw disk ``raw_path`` (must not exist; sparse) of ``size`` bytes.
 
@@ -98,15 +116,8 @@ def make_ct_raw_disk(source_dir, size, raw_path, cluster_size=DEFAULT_CLUSTER_SI
     from vz7native.image.gpt import find_partition
     from vz7native.image.reader import RawDiskFile
 
-    check_cluster_size(cluster_size)
+    source_dir = _check_disk_args(source_dir, size, cluster_size)
     raw_path = fspath(raw_path)
-    if source_dir is not None:
-        source_dir = fspath(source_dir)
-        if not os.path.isdir(source_dir):
-            raise ImageError("%s is not a directory" % show(source_dir))
-    if size < MIN_DISK_SIZE or size % cluster_size:
-        raise ValueError("size must be a multiple of the cluster size (%d) and at least %d "
-                         "bytes, not %r" % (cluster_size, MIN_DISK_SIZE, size))
     first, last = partition_layout(size, cluster_size)
     fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
                  getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -146,7 +157,7 @@ def make_ct_raw_disk(source_dir, size, raw_path, cluster_size=DEFAULT_CLUSTER_SI
 
 def _fill(raw_path, offset, length, source_dir):
     """Copy ``source_dir`` into the ext4 at bytes ``offset``.. ``offset + length``
-    of the disk, mounted through a loop device on a scratch directory beside it;
+    of file ``raw_path``, mounted through a loop device on a scratch directory beside it;
     unmounted and detached on every path (the device clears itself once the
     mount and our fd are gone)."""
     from vz7native import devices, treecopy   # pyudev and the walker: not for the daemon
@@ -179,21 +190,69 @@ def _fill(raw_path, offset, length, source_dir):
             os.rmdir(mount_point)
 
 
+def new_ct_image(size, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
+                 image_name=b"root.hds"):
+    """A new ploop image in ``target_dir`` holding an empty container disk (the
+    GPT and ext4 of :func:`make_ct_raw_disk`), to be filled in place.
+
+    Returns ``(image, partition)``: an :class:`~vz7native.image.writer.InPlaceImage`
+    (fill the ext4 at bytes ``image.data_offset + partition.offset`` of
+    ``image.path``, ``partition.size`` long, then ``image.seal()``) and the
+    :class:`~vz7native.image.gpt.Partition`. The GPT and the empty filesystem
+    (a few MiB, whatever the size) are made in a scratch raw disk beside the
+    image and copied in.
+    """
+    _check_disk_args(None, size, cluster_size)
+    new_image = InPlaceImage(target_dir, size, version, cluster_size, image_name)
+    try:
+        scratch = tempfile.mkdtemp(prefix=b".vz7n-ct-disk-", dir=os.path.dirname(new_image.path))
+        try:
+            raw = os.path.join(scratch, b"disk.raw")
+            partition = make_ct_raw_disk(None, size, raw, cluster_size)
+            _copy_data(raw, new_image.path, new_image.data_offset, size)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        new_image.remove()
+        raise
+    return new_image, partition
+
+
+def _copy_data(source, target, offset, size):
+    """The data of sparse file ``source`` (holes skipped) into ``target`` at
+    ``offset`` onwards."""
+    source_fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        target_fd = os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            for start, end in data_ranges(source_fd, size):
+                while start < end:
+                    data = os.pread(source_fd, min(end - start, COPY_CHUNK), start)
+                    if not data:
+                        break
+                    os.pwrite(target_fd, data, offset + start)  # a regular file: whole
+                    start += len(data)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(source_fd)
+
+
 def make_ct_disk(source_dir, size, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
                  image_name=b"root.hds"):
     """A ploop image in ``target_dir`` of a container disk filled from ``source_dir``.
 
-    :func:`make_ct_raw_disk` into a temporary file beside the image, then
-    :func:`~vz7native.image.writer.import_raw` (format ``version``). Returns
-    the DiskDescriptor.xml path.
+    :func:`new_ct_image`, its ext4 filled by :func:`vz7native.treecopy.copy_tree`
+    through a loop device on the delta file itself, then sealed (format
+    ``version``). Returns the DiskDescriptor.xml path; nothing is left on failure.
     """
-    target_dir = os.path.abspath(fspath(target_dir))
-    parent = os.path.dirname(target_dir)
-    scratch = tempfile.mkdtemp(prefix=b".vz7n-ct-disk-", dir=parent)
+    source_dir = _check_disk_args(source_dir, size, cluster_size)
+    new_image, partition = new_ct_image(size, target_dir, version, cluster_size, image_name)
     try:
-        raw = os.path.join(scratch, b"disk.raw")
-        make_ct_raw_disk(source_dir, size, raw, cluster_size)
-        return import_raw(raw, target_dir, version=version, cluster_size=cluster_size,
-                          image_name=image_name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if source_dir is not None:
+            _fill(new_image.path, new_image.data_offset + partition.offset, partition.size,
+                  source_dir)
+        return new_image.seal()
+    except BaseException:
+        new_image.remove()
+        raise

@@ -1,7 +1,8 @@
-"""Writers: a raw disk into a new ploop1 image, changed clusters into the top delta.
+"""Writers: a raw disk into a new ploop1 image, a new image written in place
+through a raw view of its delta file, changed clusters into the top delta.
 
-Both write what libploop writes itself: whole clusters, no holes, the header
-and BAT padded to whole clusters, data first and the BAT last, then fsync.
+All write what libploop writes itself: whole clusters, the header and BAT
+padded to whole clusters, data first and the BAT last, then fsync.
 """
 import array
 import contextlib
@@ -21,6 +22,8 @@ DEFAULT_CLUSTER_SIZE = 1 << 20
 # Bytes read from the raw disk per pread (rounded to whole clusters).
 READ_CHUNK = 16 << 20
 V1_MAX_SECTORS = 1 << 32  # v1 BAT entries are u32 sector numbers
+MAX_ZERO_WRITE = 1 << 20
+_ZEROS = memoryview(bytes(MAX_ZERO_WRITE))
 
 
 def data_ranges(fd, size):
@@ -125,6 +128,66 @@ def _check_image_name(image_name):
     return name
 
 
+def _new_image_paths(target_dir, image_name):
+    """(target_dir, descriptor path, delta path) of a new image; ImageError if
+    either file exists."""
+    name = _check_image_name(image_name)
+    target_dir = os.path.abspath(fspath(target_dir))
+    dd = os.path.join(target_dir, DESCRIPTOR_NAME)
+    image = os.path.join(target_dir, name)
+    for path in (dd, image):
+        if os.path.lexists(path):
+            raise ImageError("%s already exists" % show(path))
+    return target_dir, dd, image
+
+
+def _new_header(size, cluster_size, version, what):
+    """The header of a new delta for a disk of ``size`` bytes (``what`` names it)."""
+    if version not in (1, 2):
+        raise ValueError("version must be 1 or 2, not %r" % (version,))
+    check_cluster_size(cluster_size)
+    header = Header.for_disk(size, cluster_size, version)
+    if version == 1 and header.first_block_offset + header.size > \
+            V1_MAX_SECTORS * SECTOR_SIZE:
+        raise ImageError("%s: %d bytes is too large for ploop1 v1 (2 TiB); use version 2"
+                         % (what, size))
+    return header
+
+
+def _create(path, mode):
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                   mode)
+
+
+def _write_metadata(image_fd, header, bat):
+    """Header and BAT over the whole metadata area (libploop refuses a sparse one),
+    then fsync."""
+    metadata = bytearray(header.first_block_offset)
+    metadata[:HEADER.size] = header.pack()
+    bat_bytes = bat_to_bytes(bat)
+    metadata[HEADER.size:HEADER.size + len(bat_bytes)] = bat_bytes
+    _pwrite_all(image_fd, metadata, 0)
+    os.fsync(image_fd)
+
+
+def _write_descriptor(dd, header, image_name):
+    fd = _create(dd, 0o644)
+    try:
+        with _writing(dd, "nothing is left of the new image"):
+            _pwrite_all(fd, descriptor_xml(header.size, header.cluster_size,
+                                           image_name).encode("utf-8"), 0)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(os.path.dirname(dd))
+
+
+def _remove_created(created):
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            (os.rmdir if os.path.isdir(path) else os.unlink)(path)
+
+
 def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
                image_name=b"root.hds"):
     """Make a ploop1 image of the raw disk file ``raw_disk`` in ``target_dir``.
@@ -139,11 +202,8 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
     if version not in (1, 2):
         raise ValueError("version must be 1 or 2, not %r" % (version,))
     check_cluster_size(cluster_size)
-    name = _check_image_name(image_name)
     raw_disk = fspath(raw_disk)
-    target_dir = os.path.abspath(fspath(target_dir))
-    dd = os.path.join(target_dir, DESCRIPTOR_NAME)
-    image = os.path.join(target_dir, name)
+    target_dir, dd, image = _new_image_paths(target_dir, image_name)
 
     raw_fd = open_regular(raw_disk, what="raw disk")
     created = []
@@ -152,40 +212,21 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
         if size == 0 or size % SECTOR_SIZE:
             raise ImageError("%s: a raw disk must be a non-empty whole number of 512-byte "
                              "sectors, not %d bytes" % (show(raw_disk), size))
-        header = Header.for_disk(size, cluster_size, version)
-        if version == 1 and header.first_block_offset + header.size > \
-                V1_MAX_SECTORS * SECTOR_SIZE:
-            raise ImageError("%s: %d bytes is too large for ploop1 v1 (2 TiB); use version 2"
-                             % (show(raw_disk), size))
-        for path in (dd, image):
-            if os.path.lexists(path):
-                raise ImageError("%s already exists" % show(path))
+        header = _new_header(size, cluster_size, version, show(raw_disk))
         if not os.path.isdir(target_dir):
             os.makedirs(target_dir)
             created.append(target_dir)
-        image_fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                           getattr(os, "O_CLOEXEC", 0), 0o600)
+        image_fd = _create(image, 0o600)
         created.append(image)
         try:
             with _writing(image, "nothing is left of the new image"):
                 _write_image(raw_fd, size, image_fd, header)
         finally:
             os.close(image_fd)
-        text = descriptor_xml(header.size, cluster_size, name).encode("utf-8")
-        dd_fd = os.open(dd, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                        getattr(os, "O_CLOEXEC", 0), 0o644)
         created.append(dd)
-        try:
-            with _writing(dd, "nothing is left of the new image"):
-                _pwrite_all(dd_fd, text, 0)
-                os.fsync(dd_fd)
-        finally:
-            os.close(dd_fd)
-        _fsync_dir(target_dir)
+        _write_descriptor(dd, header, os.path.basename(image))
     except BaseException:
-        for path in reversed(created):
-            with contextlib.suppress(OSError):
-                (os.rmdir if path == target_dir else os.unlink)(path)
+        _remove_created(created)
         raise
     finally:
         os.close(raw_fd)
@@ -207,13 +248,135 @@ def _write_image(raw_fd, size, image_fd, header):
         position += cs
     if position > header.first_block_offset:
         header.flags &= ~FLAG_EMPTY
-    # The whole metadata area is written: libploop refuses sparse deltas.
-    metadata = bytearray(header.first_block_offset)
-    metadata[:HEADER.size] = header.pack()
-    bat_bytes = bat_to_bytes(bat)
-    metadata[HEADER.size:HEADER.size + len(bat_bytes)] = bat_bytes
-    _pwrite_all(image_fd, metadata, 0)
-    os.fsync(image_fd)
+    _write_metadata(image_fd, header, bat)
+
+
+class InPlaceImage(object):
+    """A new ploop1 image whose virtual disk is written straight into its delta file.
+
+    While it is written, the delta is laid out as if every cluster were
+    allocated in order: virtual byte *x* is file byte :attr:`data_offset` + *x*
+    (a sparse file). Whatever writes the disk (a loop device at that offset)
+    writes the data where the image keeps it. :meth:`seal` then makes it an
+    expanded image like :func:`import_raw`'s: holes inside clusters holding
+    data are filled with zeros, the clusters past the first *n* (*n* = the
+    clusters holding data) move into the holes below, the file is cut there
+    (whole clusters, no holes: libploop 1.x fills holes, 7.x punches unused
+    ones), header, BAT and ``DiskDescriptor.xml`` are written. Only the moved
+    clusters are copied: few when the data lies close together, as in a
+    filesystem filled from empty.
+
+    Until :meth:`seal` the metadata area is zeros, so nothing takes the file
+    for an image; :meth:`remove` deletes what was created.
+
+    ``target_dir`` (created if missing), ``size`` (bytes, a whole number of
+    clusters), ``version`` (1 or 2), ``cluster_size``, ``image_name``.
+    Attributes: ``path`` (the delta file), ``descriptor`` (the path
+    DiskDescriptor.xml gets), ``data_offset``, ``size``.
+    """
+
+    def __init__(self, target_dir, size, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
+                 image_name=b"root.hds"):
+        if size <= 0 or size % cluster_size:
+            raise ValueError("size must be a positive multiple of the cluster size (%d), "
+                             "not %r" % (cluster_size, size))
+        target_dir, self.descriptor, self.path = _new_image_paths(target_dir, image_name)
+        self._header = _new_header(size, cluster_size, version, show(self.path))
+        self.size = size
+        self.data_offset = self._header.first_block_offset
+        self._created = []
+        try:
+            if not os.path.isdir(target_dir):
+                os.makedirs(target_dir)
+                self._created.append(target_dir)
+            fd = _create(self.path, 0o600)
+            self._created.append(self.path)
+            try:
+                with _writing(self.path, "nothing is left of the new image"):
+                    os.ftruncate(fd, self.data_offset + size)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.remove()
+            raise
+
+    def seal(self):
+        """Turn what was written into an expanded ploop1 image; returns the
+        descriptor path. On failure the files are removed."""
+        header = self._header
+        cs = header.cluster_size
+        start = self.data_offset
+        bat = bat_from_bytes(bytes(4 * header.clusters))
+        try:
+            fd = open_regular(self.path, os.O_RDWR)
+            try:
+                with _writing(self.path, "nothing is left of the new image"):
+                    used = self._complete_clusters(fd)
+                    # Clusters past the first len(used) move into the holes below:
+                    # the file ends up whole and as long as its data.
+                    count = len(used)
+                    places = {index: index for index in used}
+                    holes = (n for n in range(count) if n not in places)
+                    for index in reversed(used):
+                        if index < count:
+                            break
+                        hole = next(holes)
+                        _pwrite_all(fd, os.pread(fd, cs, start + index * cs), start + hole * cs)
+                        places[index] = hole
+                    for index, place in places.items():
+                        bat[index] = (start + place * cs) // header.bat_unit
+                    os.ftruncate(fd, start + count * cs)
+                    if count:
+                        header.flags &= ~FLAG_EMPTY
+                    # One fsync for data and metadata: the descriptor, written
+                    # after it, is what makes the file an image.
+                    _write_metadata(fd, header, bat)
+            finally:
+                os.close(fd)
+            self._created.append(self.descriptor)
+            _write_descriptor(self.descriptor, header, os.path.basename(self.path))
+        except BaseException:
+            self.remove()
+            raise
+        self._created = []
+        return self.descriptor
+
+    def _complete_clusters(self, fd):
+        """Indexes of the clusters holding data, ascending; their holes are
+        filled with zeros."""
+        cs = self._header.cluster_size
+        start = self.data_offset
+        used = []
+        written = covered = start   # end of the data, of its clusters, so far
+        for first, last in data_ranges(fd, start + self.size):
+            first = max(first, start)
+            if first >= last:
+                continue
+            head = start + (first - start) // cs * cs
+            tail = min(start + round_up(last - start, cs), start + self.size)
+            if head < covered:      # shares a cluster with the range before
+                _write_zeros(fd, written, first)
+            else:
+                _write_zeros(fd, written, covered)
+                _write_zeros(fd, head, first)
+            used.extend(range((max(head, covered) - start) // cs, (tail - start) // cs))
+            written, covered = last, tail
+        _write_zeros(fd, written, covered)
+        return used
+
+    def remove(self):
+        """Delete what this image created (nothing after a successful seal)."""
+        created, self._created = self._created, []
+        _remove_created(created)
+
+
+def _write_zeros(fd, start, end):
+    """Zeros over ``start``..``end`` of ``fd`` (nothing if empty), in whole
+    clusters at most."""
+    while start < end:
+        count = min(end - start, MAX_ZERO_WRITE)
+        _pwrite_all(fd, _ZEROS[:count], start)
+        start += count
 
 
 @contextlib.contextmanager
