@@ -59,7 +59,7 @@ from vz7native import image, procfs
 from vz7native.host import RUNNING, HostError, register_container
 from vz7native.host.conf import normalize_uuid
 from vz7native.host.containers import conf_path
-from vz7native.image.ctdisk import MIN_DISK_SIZE
+from vz7native.image.ctdisk import FILL_OPTIONS, MIN_DISK_SIZE
 from vz7native.paths import show
 from vz7native.session import Session
 from vz7native.treewrite import TreeWriter
@@ -73,9 +73,6 @@ STATE_VERSION = 1
 MOUNT_NAME = b"mnt"
 PRIVATE_NAME = b"private"
 PLOOP_MINOR = "/proc/vz/ploop_minor"
-# noinit_itable: the kernel would zero the uninitialised inode tables of the
-# new sparse disk in the background, allocating all of them in the raw file.
-RW_MOUNT_OPTIONS = "noinit_itable"
 _GIB = 1 << 30
 
 
@@ -365,7 +362,7 @@ class ContainerRestore(Session):
                 self.disk_size, disk_dir, version=record.get("format_version") or 1,
                 cluster_size=cluster, image_name=image_name)
             _run(["mount", "-t", "ext4", "-o", "loop,offset=%d,sizelimit=%d,%s" % (
-                self._image.data_offset + partition.offset, partition.size, RW_MOUNT_OPTIONS),
+                self._image.data_offset + partition.offset, partition.size, FILL_OPTIONS),
                 self._image.path, target], "mount the new disk of container %s" % self.label)
             self.mounted = target
         self.timings["disk"] = time.monotonic() - started
@@ -434,7 +431,8 @@ class ContainerRestore(Session):
         if mounted is None:
             return
         if isinstance(mounted, bytes):
-            os.sync()
+            # umount writes the filesystem back into the image file; seal()
+            # makes that durable (a global sync would flush the whole host).
             _run(["umount", mounted], "unmount %s" % show(mounted))
         else:
             try:

@@ -46,8 +46,11 @@ MKFS_FEATURES = "^metadata_csum"
 # crash on the way: no journal (noload: the fresh, clean journal stays as mkfs made
 # it) and no cache flushes (each would fsync the scratch disk through the loop).
 # Blocks allocated as they are written (nodelalloc) lie closer together than
-# those allocated at the unmount: fewer clusters for the image to hold.
-FILL_OPTIONS = "rw,nosuid,nodev,noexec,noload,barrier=0,nodelalloc"
+# those allocated at the unmount: fewer clusters for the image to hold. The
+# inode tables mkfs left uninitialised stay so (noinit_itable): the kernel would
+# zero them in the background, allocating clusters that hold nothing.
+# restore=ct fills its new disk with the same options.
+FILL_OPTIONS = "rw,nosuid,nodev,noexec,noload,barrier=0,nodelalloc,noinit_itable"
 # How long the kernel may take to let go of the loop device after the unmount.
 LOOP_RELEASE_TIMEOUT = 10.0
 COPY_CHUNK = 4 << 20
