@@ -1,7 +1,9 @@
 # make test   install what is missing (apt, pip), build, check Python 3.6
 #             compatibility, run the suite under Python 3.11 and 3.6
 # make demo   the end-to-end demo on a scratch directory
-# make bench  the benchmarks (results: docs/benchmarks.md)
+# make bench  the benchmarks; the session rewrites the generated table of
+#             docs/benchmarks.md (a partial run, PYTEST_ARGS="-k ...", only the
+#             rows it measured)
 SHELL := /bin/bash
 PYTHON311 ?= python3
 PYTHON36 ?= $(shell pyenv prefix 3.6.15 2>/dev/null)/bin/python3.6

@@ -1,6 +1,8 @@
 """``vz7ploop selftest`` as far as this machine allows: the kernel steps are
-skipped with the reason, every other step passes, nothing is left behind, and a
-directory it did not make is refused."""
+skipped with the reason, every other step passes (the backup and the restore
+of a sandbox container among them), nothing is left behind, and a directory it
+did not make is refused. A failing restore step is reported and leaves nothing
+of the new container; one whose paths exist already touches none of them."""
 import json
 import os
 import subprocess
@@ -10,14 +12,16 @@ import pytest
 
 from host_helpers import own_run_dir
 from vz7native import cli, devices, procfs, selftest
+from vz7native.host import STOPPED
 from vz7native.host.sandbox import Sandbox
 from vz7native.mount import state as mount_state
+from vz7native.restore import STAGING_PREFIX
 
 pytestmark = pytest.mark.root
 
 KERNEL_STEPS = ("create", "mount-rw", "write", "mount-kernel", "umount")
 HERE = ("reference-tree", "build-image", "snapshot", "mount-portable", "merge", "verify",
-        "ploop-check", "backup", "clean-up")
+        "ploop-check", "backup", "restore", "clean-up")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,7 @@ def test_the_kernel_steps_are_skipped_with_the_reason_and_the_others_pass(json_r
     assert report["ok"] is True
     assert report["dir"] == os.path.realpath(target)
     steps = {step["name"]: step for step in report["steps"]}
-    assert [s["name"] for s in report["steps"]][-2:] == ["backup", "clean-up"]
+    assert [s["name"] for s in report["steps"]][-3:] == ["backup", "restore", "clean-up"]
     for name in KERNEL_STEPS:
         assert steps[name]["status"] == "skipped", steps[name]
         assert steps[name]["detail"] == \
@@ -120,3 +124,163 @@ def test_a_failing_step_fails_the_run_and_still_cleans_up(tmp_path, monkeypatch)
     assert steps["backup"].status == "ok"
     assert steps["clean-up"].status == "ok"     # the snapshot merged, the disk removed
     assert not os.path.exists(str(target))
+
+
+def test_a_failing_backup_skips_the_restore(tmp_path, monkeypatch):
+    def no_backup(run):
+        raise OSError("no sandbox here")
+
+    monkeypatch.setattr(selftest, "_backup", no_backup)
+    with own_run_dir(os.fsencode(str(tmp_path))):
+        report = selftest.run(str(tmp_path / "scratch"))
+    steps = {s.name: s for s in report.steps}
+    assert steps["backup"].status == "failed"
+    assert (steps["restore"].status, steps["restore"].detail) == \
+        ("skipped", "step backup failed")
+    assert steps["clean-up"].status == "ok"
+
+
+# -- the restore step -----------------------------------------------------------------
+
+def restored_paths(sandbox):
+    """What of the new container can be on the sandbox host: its registration
+    links, private area and root directory, and restore staging directories."""
+    host = sandbox.host
+    uuid = selftest.RESTORED_UUID.encode()
+    private_dir = host.real(b"/vz/private")
+    return sandbox.registration_links(selftest.RESTORED_UUID, selftest.RESTORED_NAME) + [
+        host.real(b"/vz/private/" + uuid), host.real(b"/vz/root/" + uuid)] + [
+        os.path.join(private_dir, name) for name in os.listdir(private_dir)
+        if name.startswith(STAGING_PREFIX)]
+
+
+def sandbox_mounts(sandbox):
+    """Mounts below the sandbox host other than its running container's root."""
+    prefix = sandbox.root + b"/"
+    running = os.path.realpath(sandbox.containers[0].root)
+    return [m.mount_point for m in procfs.mounts()
+            if m.mount_point.startswith(prefix) and m.mount_point != running]
+
+
+def run_watching_the_restore(tmp_path, monkeypatch, check):
+    """selftest.run with ``check(run, error)`` called right after the restore
+    step (``error`` what it raised, or None), before the run's clean-up."""
+    real_restore = selftest._restore
+
+    def restore_then_check(run):
+        try:
+            real_restore(run)
+        except Exception as e:
+            check(run, e)
+            raise
+        check(run, None)
+
+    monkeypatch.setattr(selftest, "_restore", restore_then_check)
+    target = tmp_path / "scratch"
+    with own_run_dir(os.fsencode(str(tmp_path))):
+        report = selftest.run(str(target))
+    assert not os.path.exists(str(target))
+    return {s.name: s for s in report.steps}
+
+
+def test_the_restore_makes_a_registered_stopped_container_and_removes_it(
+        tmp_path, monkeypatch):
+    """Seen just before the step removes it: registered under the new name, stopped,
+    its disk converted from the portable backend's raw disk; then nothing is left."""
+    seen = {}
+    real_remove = selftest._remove_new_container
+
+    def look_then_remove(sandbox, target, private, root):
+        ct = sandbox.host.find(uuid=selftest.RESTORED_UUID)
+        seen.update(name=ct.name, state=sandbox.host.status(ct).state,
+                    private=ct.private, timings=dict(target.timings))
+        real_remove(sandbox, target, private, root)
+
+    def check(run, error):
+        seen["error"] = error
+        seen["left"] = [p for p in restored_paths(run.sandbox) if os.path.lexists(p)]
+        seen["mounts"] = sandbox_mounts(run.sandbox)
+
+    monkeypatch.setattr(selftest, "_remove_new_container", look_then_remove)
+    steps = run_watching_the_restore(tmp_path, monkeypatch, check)
+    assert steps["restore"].status == "ok", steps["restore"].detail
+    assert seen["error"] is None
+    assert (seen["name"], seen["state"]) == (selftest.RESTORED_NAME, STOPPED)
+    assert seen["private"].endswith(b"/vz/private/" + selftest.RESTORED_UUID.encode())
+    assert "convert" in seen["timings"]      # the portable backend's raw disk, converted
+    assert seen["left"] == [] and seen["mounts"] == []
+    assert steps["clean-up"].status == "ok"
+
+
+def change_the_original_after_the_backup(monkeypatch):
+    """The original container's tree differs from its image once the backup
+    step passed: the restore's comparison finds it (after registering)."""
+    real_backup = selftest._backup
+
+    def backup_then_change(run):
+        real_backup(run)
+        tree = run.sandbox.tree(run.sandbox.containers[0])
+        with open(os.path.join(tree, b"etc/hostname"), "wb") as f:
+            f.write(b"changed\n")
+
+    monkeypatch.setattr(selftest, "_backup", backup_then_change)
+    return "etc/hostname: sha256"
+
+
+def fail_the_registration(monkeypatch):
+    def no_prlctl(self, private, timeout=None, ctid=None):
+        raise OSError("prlctl is not here")
+
+    monkeypatch.setattr(Sandbox, "register", no_prlctl)
+    return "OSError: prlctl is not here"
+
+
+@pytest.mark.parametrize("fail", [change_the_original_after_the_backup, fail_the_registration])
+def test_a_failing_restore_is_reported_and_leaves_nothing_of_the_new_container(
+        tmp_path, monkeypatch, fail):
+    expected = fail(monkeypatch)
+    seen = {}
+
+    def check(run, error):
+        seen["error"] = error
+        seen["left"] = [p for p in restored_paths(run.sandbox) if os.path.lexists(p)]
+        seen["mounts"] = sandbox_mounts(run.sandbox)
+        seen["original"] = run.sandbox.host.find(uuid=run.sandbox.containers[0].uuid)
+
+    steps = run_watching_the_restore(tmp_path, monkeypatch, check)
+    assert steps["backup"].status == "ok"
+    assert steps["restore"].status == "failed"
+    assert expected in steps["restore"].detail
+    assert steps["restore"].seconds >= 0
+    assert seen["error"] is not None
+    assert seen["left"] == [] and seen["mounts"] == []
+    assert seen["original"] is not None
+    assert steps["clean-up"].status == "ok"
+
+
+def test_a_restore_whose_paths_exist_refuses_and_touches_none_of_them(tmp_path, monkeypatch):
+    """An empty root directory where the new container's would be: the restore
+    would take it over; the self-test refuses instead and leaves it."""
+    real_backup = selftest._backup
+    seen = {}
+
+    def backup_then_occupy(run):
+        real_backup(run)
+        root = run.sandbox.host.real(b"/vz/root/" + selftest.RESTORED_UUID.encode())
+        os.mkdir(root, 0o711)
+        seen["root"] = root
+
+    def check(run, error):
+        seen["kept"] = os.path.isdir(seen["root"]) and os.listdir(seen["root"]) == []
+        seen["left"] = [p for p in restored_paths(run.sandbox) if os.path.lexists(p)]
+        seen["mounts"] = sandbox_mounts(run.sandbox)
+
+    monkeypatch.setattr(selftest, "_backup", backup_then_occupy)
+    steps = run_watching_the_restore(tmp_path, monkeypatch, check)
+    assert steps["restore"].status == "failed"
+    assert "refused: " in steps["restore"].detail
+    assert "/vz/root/%s exists and the self-test did not make it" % selftest.RESTORED_UUID \
+        in steps["restore"].detail
+    assert seen["kept"] is True
+    assert seen["left"] == [seen["root"]] and seen["mounts"] == []
+    assert steps["clean-up"].status == "ok"

@@ -495,7 +495,7 @@ def build_parser():
     p = command("selftest", cmd_selftest,
                 "run every path of vz7native on a scratch image and a scratch sandbox "
                 "container in DIR (made and removed again): kernel mounts, snapshots, "
-                "merges, portable mounts, checks, a backup")
+                "merges, portable mounts, checks, a backup and a restore as a new container")
     p.add_argument("--dir", default="/vz/selftest",
                    help="scratch directory: must not exist or be empty (default /vz/selftest)")
     p.add_argument("--json", action="store_true")

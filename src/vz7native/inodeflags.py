@@ -5,6 +5,7 @@ has them can no longer be written, linked, renamed or have its attributes
 changed, so a restore sets them after everything else.
 """
 import fcntl
+import os
 import struct
 
 FS_IOC_GETFLAGS = 0x80086601
@@ -33,3 +34,18 @@ def write_flags(fd, flags):
     wanted = (current & ~SETTABLE_FLAGS) | (flags & SETTABLE_FLAGS)
     if wanted != current:
         fcntl.ioctl(fd, FS_IOC_SETFLAGS, _LONG.pack(wanted))
+
+
+def path_flags(path, is_dir):
+    """The inode flags of a regular file or directory at ``path`` (never followed)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if is_dir:
+        flags |= os.O_DIRECTORY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return -1
+    try:
+        return read_flags(fd)
+    finally:
+        os.close(fd)

@@ -24,7 +24,19 @@ The backup part, ``backup``: a sandbox host in ``<dir>/host``
 ``/etc/vz`` or ``/vz`` is read or written) with one running container; a
 :class:`vz7native.backup.BackupSession` of it, as the Bareos plugin opens it,
 whose items are compared with the container's tree, entry by entry.
-A restore is not part of the self-test.
+
+The restore part, ``restore``: that container restored as a new one
+(:class:`vz7native.restore.ContainerRestore`, as the plugin's restore=ct with
+``new_name`` and ``new_uuid``), from what a second backup session of it saves,
+written entry by entry through the restore's writers as the plugin writes what
+Bareos sends back (sockets left out: nothing restores them); registered in the
+sandbox (its ``/etc/vz`` links, as ``prlctl register`` makes them: the host's
+own prlctl is never run); then its filesystem (mounted read-only) and private
+area are compared with the original's, entry by entry, and it is checked
+registered and stopped. The new container (registration, private area, root
+directory) is removed at the end of the step on every path, the restore's
+staging directory and mount with it; if any of its paths exists before, the
+step refuses and touches none of them.
 
 Every step reports its time and ``ok``, ``failed`` (with the error) or
 ``skipped`` (with why). What a step makes is registered on one ``ExitStack``
@@ -33,9 +45,11 @@ is removed. ``<dir>`` must not exist, be empty, or hold the marker file of an
 earlier self-test with nothing mounted below it, and must lie apart from every
 container's private area and root.
 """
+import collections
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import time
 import traceback
@@ -53,6 +67,8 @@ DISK_SIZE = 128 << 20
 # ("small") 128-byte inodes, which cannot hold the tree's times past 2038.
 KERNEL_DISK_SIZE = 1 << 30
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# What the locks of the backup and restore steps say about their holder.
+_NOTE = "vz7ploop selftest"
 # Debian's ploop 1.15 CLI reads 4077 bytes from each path argument whatever its
 # length and crashes unless that much environment follows argv on the stack.
 _PLOOP_STACK_PAD = {"VZ7N_STACK_PAD": "x" * 8192}
@@ -108,6 +124,7 @@ class _Run(object):
         self.dd = None
         self.rw_mount = None
         self.snapshot = None
+        self.sandbox = None
 
     def path(self, name):
         path = os.path.join(self.directory, name)
@@ -125,10 +142,13 @@ def _kernel_driver():
 def _differences(expected_tree, actual_tree):
     from vz7native.host.tree import compare_trees
 
-    problems = compare_trees(expected_tree, actual_tree)
+    _fail_on(compare_trees(expected_tree, actual_tree), "from what was written")
+
+
+def _fail_on(problems, what):
     if problems:
-        raise SelftestError("%d difference(s) from what was written: %s%s" % (
-            len(problems), "; ".join(problems[:5]), " ..." if len(problems) > 5 else ""))
+        raise SelftestError("%d difference(s) %s: %s%s" % (
+            len(problems), what, "; ".join(problems[:5]), " ..." if len(problems) > 5 else ""))
 
 
 # -- the image part ----------------------------------------------------------------
@@ -247,11 +267,12 @@ def _backup(run):
 
     sandbox = Sandbox.build(os.path.join(run.directory, b"host"), count=1, seed=7)
     run.stack.callback(sandbox.close)
+    run.sandbox = sandbox
     ct = sandbox.containers[0]
     problems = []
     got = {}
     private = set()
-    with BackupSession(sandbox.host, uuid=ct.uuid, note="vz7ploop selftest") as session:
+    with BackupSession(sandbox.host, uuid=ct.uuid, note=_NOTE) as session:
         cut = len(session.catalog_root)
         for item in session.items(lambda path, exc: problems.append(
                 "%s: %s" % (show(path), exc))):
@@ -266,9 +287,143 @@ def _backup(run):
     problems += picture_differences(want, got)
     if b"ve.conf" not in private:
         problems.append("the private area's ve.conf was not saved")
-    if problems:
-        raise SelftestError("%d difference(s) from the container: %s%s" % (
-            len(problems), "; ".join(problems[:5]), " ..." if len(problems) > 5 else ""))
+    _fail_on(problems, "from the container")
+
+
+# -- the restore part --------------------------------------------------------------
+
+# The container the restore step makes: a name and UUID no sandbox container has.
+RESTORED_NAME = "selftest-restored"
+RESTORED_UUID = "5e1f7e57-7e57-4e57-8e57-5e1f7e575e1f"
+# What TreeWriter.set_attributes takes of an entry (flags -1: not known).
+_Attributes = collections.namedtuple("_Attributes", "uid gid mode atime_ns mtime_ns flags")
+
+
+def _restore(run):
+    from vz7native.backup import BackupSession
+    from vz7native.restore import ContainerRestore
+
+    sandbox = run.sandbox
+    original = sandbox.containers[0]
+    with contextlib.ExitStack() as made:
+        source = made.enter_context(BackupSession(sandbox.host, uuid=original.uuid, note=_NOTE))
+        target = made.enter_context(ContainerRestore(
+            sandbox.host, source.record(), name=RESTORED_NAME, uuid=RESTORED_UUID,
+            note=_NOTE, register=sandbox.register))
+        host = sandbox.host
+        private, root = host.real(target.ve_private), host.real(target.ve_root)
+        taken = [path for path in sandbox.registration_links(target.uuid, target.name) +
+                 [private, root] if os.path.lexists(path)]
+        if taken:
+            raise SelftestError("refused: %s exist%s and the self-test did not make %s" % (
+                ", ".join(show(path) for path in taken), "s" if len(taken) == 1 else "",
+                "it" if len(taken) == 1 else "them"))
+        # Runs first (the stack unwinds backwards): then the restore's own close
+        # takes its staging directory and mount.
+        made.callback(_remove_new_container, sandbox, target, private, root)
+        problems = _copy_items(source, target)
+        source.close()
+        problems += ["%s %s: %s" % (area, show(path), message)
+                     for area, path, message in target.finish()]
+        problems += _compare_restored(run, original)
+    _fail_on(problems, "from the original container")
+
+
+def _remove_new_container(sandbox, target, private, root):
+    """What a finished restore left (the restore removes it itself when it
+    fails): the registration, the private area, the root directory."""
+    sandbox.unregister(target.uuid, target.name)
+    left = _mounts_under(private) + _mounts_under(root)
+    if left:
+        raise SelftestError("still mounted in the restored container: %s" % ", ".join(
+            show(p) for p in left))
+    if os.path.lexists(private):
+        shutil.rmtree(private)
+    if os.path.lexists(root):
+        os.rmdir(root)
+
+
+def _copy_items(source, target):
+    """What the backup session ``source`` saves, written through the writers of
+    the restore ``target``; returns what could not be read."""
+    problems = []
+    first_names = {}    # (area, st_dev, st_ino) -> the first path of a hard-linked inode
+    for item in source.items(lambda path, exc: problems.append("%s: %s" % (show(path), exc))):
+        entry = item.entry
+        st = entry.stat
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFSOCK:
+            continue
+        writer = target.writer(item.area)
+        if kind != stat.S_IFDIR and st.st_nlink > 1:
+            key = (item.area, st.st_dev, st.st_ino)
+            if key in first_names:
+                writer.place(entry.relpath, st.st_mode, link_to=first_names[key])
+                continue
+            first_names[key] = entry.relpath
+        _write_entry(writer, entry)
+    return problems
+
+
+def _write_entry(writer, entry):
+    """One entry (not a further name of a hard link): made, data, attributes."""
+    from vz7native.inodeflags import path_flags, read_flags
+    from vz7native.treecopy import copy_data
+    from vz7native.treewrite import ACL_ACCESS, ACL_DEFAULT
+
+    st = entry.stat
+    kind = stat.S_IFMT(st.st_mode)
+    placed = writer.place(entry.relpath, st.st_mode, rdev=st.st_rdev,
+                          target=os.readlink(entry.path) if kind == stat.S_IFLNK else None)
+    flags = -1
+    if placed.fd is not None:
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            copy_data(fd, placed.fd, st)
+            flags = read_flags(fd)
+        finally:
+            os.close(fd)
+    elif kind == stat.S_IFDIR:
+        flags = path_flags(entry.path, True)
+    xattrs, acls = [], {}
+    for name in os.listxattr(entry.path, follow_symlinks=False):
+        value = os.getxattr(entry.path, name, follow_symlinks=False)
+        if name in (ACL_ACCESS, ACL_DEFAULT):
+            acls[name] = value
+        else:
+            xattrs.append((os.fsencode(name), value))
+    writer.set_attributes(placed, _Attributes(st.st_uid, st.st_gid, st.st_mode, st.st_atime_ns,
+                                              st.st_mtime_ns, flags), xattrs, acls)
+
+
+def _compare_restored(run, original):
+    """The restored container against ``original``: registered and stopped, its
+    filesystem and private area entry by entry (``ve.conf`` by the lines a
+    restore as a new container changes)."""
+    from vz7native.host import STOPPED
+    from vz7native.host.conf import read_conf
+    from vz7native.host.tree import compare_trees, describe, picture_differences
+
+    sandbox = run.sandbox
+    host = sandbox.host
+    problems = []
+    ct = host.find(uuid=RESTORED_UUID)
+    if ct.name != RESTORED_NAME:
+        problems.append("registered as %r, not %r" % (ct.name, RESTORED_NAME))
+    state = host.status(ct).state
+    if state != STOPPED:
+        problems.append("the restored container is %s, not stopped" % state)
+    want = {rel: props for rel, props in describe(sandbox.tree(original)).items()
+            if props["kind"] != stat.S_IFSOCK}
+    with mount.mount_readonly(ct.disk_descriptor, run.path(b"ro-restored")) as m:
+        problems += picture_differences(want, describe(m.target))
+    problems += ["private area: %s" % p for p in compare_trees(
+        original.private, ct.private, ignore=(b"root.hdd",)) if not p.startswith("ve.conf:")]
+    config = read_conf(os.path.join(ct.private, b"ve.conf"))
+    for key, value in (("NAME", RESTORED_NAME), ("VEID", RESTORED_UUID)):
+        if config.get(key) != value.encode("ascii"):
+            problems.append("ve.conf: %s is %r, expected %r" % (key, config.get(key), value))
+    return problems
 
 
 # -- the runner --------------------------------------------------------------------
@@ -391,7 +546,10 @@ def run(directory=DEFAULT_DIR, host=None, log=None):
                 report.steps.append(Step(name, SKIPPED, detail=skip))
             elif not _timed_step(report, name, func, one_run):
                 failed = name
-        _timed_step(report, "backup", _backup, one_run)
+        if _timed_step(report, "backup", _backup, one_run):
+            _timed_step(report, "restore", _restore, one_run)
+        else:
+            report.steps.append(Step("restore", SKIPPED, detail="step backup failed"))
     finally:
         start = time.monotonic()
         try:

@@ -116,8 +116,9 @@ def _set_inode(fd, st, owner_as_made):
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
 
 
-def _copy_data(src, dst, st):
-    """The data of ``src`` into ``dst``: its data ranges only when it has holes."""
+def copy_data(src, dst, st):
+    """The data of the file open at ``src`` (of stat ``st``) into the new file open at
+    ``dst``: its data ranges only when it has holes."""
     size = st.st_size
     sparse = st.st_blocks * 512 < size
     pos = 0
@@ -153,7 +154,7 @@ def _copy_file(parent, name, st):
             raise OSError(errno.ESTALE, "replaced by something else during the copy")
         dst = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent.dst)
         try:
-            _copy_data(src, dst, st)   # writes drop capabilities: data first
+            copy_data(src, dst, st)   # writes drop capabilities: data first
             _set_inode(dst, st, _owned_as_made(st, parent))
             _copy_xattrs(src, dst, None)
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))

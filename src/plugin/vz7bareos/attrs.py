@@ -15,10 +15,7 @@ POSIX ACLs travel in the ACL stream as their xattr values
 (``system.posix_acl_access`` / ``_default``), each as a one-byte kind (``a`` or
 ``d``), a 4-byte big-endian length and the value.
 """
-import os
 import struct
-
-from vz7native.inodeflags import read_flags
 
 ATTRS_NAME = "vz7native.attrs"
 ATTRS_VERSION = 1
@@ -77,21 +74,6 @@ class Attrs(object):
 
     def __repr__(self):
         return "Attrs(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
-
-
-def path_flags(path, is_dir):
-    """The inode flags of a regular file or directory at ``path`` (never followed)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    if is_dir:
-        flags |= os.O_DIRECTORY
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return -1
-    try:
-        return read_flags(fd)
-    finally:
-        os.close(fd)
 
 
 def encode_acls(values):

@@ -22,6 +22,7 @@ import stat
 import time
 
 from vz7native.backup import STATE_DIR, BackupSession
+from vz7native.inodeflags import path_flags, read_flags
 from vz7native.walk import DIR, FILE, SOCKET, SYMLINK
 
 from vz7bareos import attrs, names
@@ -276,7 +277,7 @@ class ContainerBackup(object):
             os.close(fd)
             return self._io_failed(iop, e, "open")
         self.io_fd = fd
-        self.flags = attrs.read_flags(fd)
+        self.flags = read_flags(fd)
         if self.fd.io_in_core:
             iop.filedes = fd
             iop.status = bareosfd.iostat_do_in_core
@@ -341,7 +342,7 @@ class ContainerBackup(object):
         entry = self.item.entry
         path = entry.path
         if entry.type == DIR:
-            self.flags = attrs.path_flags(path, True)
+            self.flags = path_flags(path, True)
         found = [(attrs.ATTRS_NAME.encode("ascii"),
                   attrs.Attrs.of_stat(entry.stat, self.flags).encode())]
         listed = self._listed()

@@ -18,6 +18,11 @@ image and is running, and its ``VE_ROOT`` is a real mount showing its files: a b
 mount of its template tree (read-write like a real running container; writes there
 do not reach the image, which needs the ploop driver to be written live).
 
+``register(private)`` registers a container restored into the sandbox as
+``prlctl register`` does on a real host (the ``/etc/vz/conf`` and
+``/etc/vz/names`` links), ``unregister(ctid, name)`` removes those links: no
+tool of the host is run.
+
 Everything is deterministic from ``seed``: UUIDs, names, tree contents, modes,
 owners, times. ``close()`` (or leaving the ``with`` block) unmounts what was staged;
 ``cleanup(root)`` does the same for a sandbox left behind by a crashed run (it only
@@ -30,6 +35,7 @@ import subprocess
 
 from vz7native import procfs
 from vz7native.host import Host, status
+from vz7native.host.conf import read_conf
 from vz7native.host.tree import write_tree
 from vz7native.image import make_ct_disk
 
@@ -215,9 +221,39 @@ class Sandbox(object):
         for d in (b"/scripts", b"/dump", b"/root.hdd"):
             os.makedirs(real(private + d), exist_ok=True)
         os.makedirs(real(b"/vz/root/" + ctid.encode()), exist_ok=True)
-        _symlink(private + b"/ve.conf", real(b"/etc/vz/conf/%s.conf" % ctid.encode()))
-        _symlink(b"/etc/vz/conf/%s.conf" % ctid.encode(),
-                 real(b"/etc/vz/names/" + name.encode()))
+        self._link(private, ctid, name)
+
+    def registration_links(self, ctid, name):
+        """Real paths of the registration links of a container: its
+        ``/etc/vz/conf`` link and, if it has a name, its ``/etc/vz/names`` link."""
+        links = [self.host.real(b"/etc/vz/conf/%s.conf" % ctid.encode())]
+        if name:
+            links.append(self.host.real(b"/etc/vz/names/" + os.fsencode(name)))
+        return links
+
+    def _link(self, private, ctid, name):
+        links = self.registration_links(ctid, name)
+        _symlink(private + b"/ve.conf", links[0])
+        if name:
+            _symlink(b"/etc/vz/conf/%s.conf" % ctid.encode(), links[1])
+
+    def register(self, private, timeout=None, ctid=None):
+        """Register the container whose private area is ``private`` (a host path)
+        in this sandbox, as ``prlctl register`` does on a real host: the
+        ``/etc/vz/conf`` and ``/etc/vz/names`` links (the name from its
+        ``ve.conf``). The signature of :func:`vz7native.host.register_container`;
+        ``timeout`` is not needed here."""
+        private = os.fsencode(private).rstrip(b"/")
+        ctid = ctid or os.fsdecode(os.path.basename(private))
+        config = read_conf(self.host.real(private + b"/ve.conf"))
+        self._link(private, ctid, config.get("NAME"))
+
+    def unregister(self, ctid, name):
+        """Remove the registration links of container ``ctid`` called ``name``
+        (those that are there); what :meth:`register` made."""
+        for link in self.registration_links(ctid, name):
+            if os.path.islink(link):
+                os.unlink(link)
 
     def tree_path(self, ctid):
         return self.host.real(b"%s/%s" % (TREES, ctid.encode()))
