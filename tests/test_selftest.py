@@ -186,7 +186,7 @@ def run_watching_the_restore(tmp_path, monkeypatch, check):
 def test_the_restore_makes_a_registered_stopped_container_and_removes_it(
         tmp_path, monkeypatch):
     """Seen just before the step removes it: registered under the new name, stopped,
-    its disk converted from the portable backend's raw disk; then nothing is left."""
+    its disk made in place by the portable backend and sealed; then nothing is left."""
     seen = {}
     real_remove = selftest._remove_new_container
 
@@ -207,7 +207,7 @@ def test_the_restore_makes_a_registered_stopped_container_and_removes_it(
     assert seen["error"] is None
     assert (seen["name"], seen["state"]) == (selftest.RESTORED_NAME, STOPPED)
     assert seen["private"].endswith(b"/vz/private/" + selftest.RESTORED_UUID.encode())
-    assert "convert" in seen["timings"]      # the portable backend's raw disk, converted
+    assert "seal" in seen["timings"]         # the portable backend: the image sealed
     assert seen["left"] == [] and seen["mounts"] == []
     assert steps["clean-up"].status == "ok"
 
