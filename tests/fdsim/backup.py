@@ -217,7 +217,7 @@ class _Saver(object):
         while True:
             if in_core_fd is not None:
                 try:
-                    data = _read_fd(in_core_fd, count)
+                    data = _read_fd(in_core_fd, self.read_buffer, count)
                 except OSError as exc:
                     core.job_message(C.M["M_ERROR"], "Read error on file %s. ERR=%s"
                                      % (sp.fname, exc.strerror))
@@ -234,7 +234,7 @@ class _Saver(object):
             if not data:
                 break
             if (C.bit_is_set(flags, "FO_SPARSE") and len(data) == count
-                    and file_addr + len(data) < size and not data.strip(b"\0")):
+                    and file_addr + len(data) < size and not bytes(data).strip(b"\0")):
                 file_addr += len(data)  # a hole: not stored, restored by IO_SEEK
                 continue
             if sparse:
@@ -324,14 +324,16 @@ class _Saver(object):
             self.writer.plugin_name(core.files, None)
 
 
-def _read_fd(fd, count):
-    """The core's read(2) loop on the plugin's fd: up to ``count`` bytes or EOF."""
-    chunks = []
-    remaining = count
-    while remaining:
-        chunk = os.read(fd, remaining)
-        if not chunk:
+def _read_fd(fd, buffer, count):
+    """The core's read(2) loop on the plugin's fd into its one buffer, as the FD
+    reads into its own: a view of up to ``count`` bytes of it, empty at EOF.
+    (A new bytes object per read would make the run time depend on when glibc
+    moves its mmap threshold, that is on what the process allocated before.)"""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < count:
+        got = os.readv(fd, [view[filled:count]])
+        if not got:
             break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        filled += got
+    return view[:filled]

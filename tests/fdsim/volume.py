@@ -90,8 +90,8 @@ class VolumeWriter(object):
         self._file = open(path, "ab")
 
     def write(self, stream, file_index, payload):
-        header = _HEADER.pack(MAGIC, stream, file_index, len(payload))
-        self._file.write(header + payload)
+        self._file.write(_HEADER.pack(MAGIC, stream, file_index, len(payload)))
+        self._file.write(payload)   # not joined: a data block is 256 KiB
 
     def plugin_name(self, file_index, cmd):
         self.write(C.STREAM_PLUGIN_NAME, file_index,
