@@ -49,13 +49,24 @@ def run_ploop(*args, **kw):
                 STACK_PAD, kw.get("check", True))
 
 
+def _binding(code, args):
+    program = "import sys\nfrom vz7native import ploop\nargs = sys.argv[1:]\n" + code
+    env = {"PYTHONPATH": _SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return [sys.executable, "-c", program] + [os.fsdecode(a) for a in args], env
+
+
 def run_binding(code, *args, **kw):
     """Run ``code`` in a child Python that has ``ploop`` (vz7native.ploop) and
     ``args`` (str) in scope; returns its output. Keyword ``fake_v2`` as above."""
-    program = "import sys\nfrom vz7native import ploop\nargs = sys.argv[1:]\n" + code
-    env = {"PYTHONPATH": _SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return _run([sys.executable, "-c", program] + [os.fsdecode(a) for a in args],
-                kw.get("fake_v2", False), env)[1]
+    argv, env = _binding(code, args)
+    return _run(argv, kw.get("fake_v2", False), env)[1]
+
+
+def start_binding(code, *args):
+    """:func:`run_binding` without waiting: the child's Popen (output piped)."""
+    argv, env = _binding(code, args)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, **env), stdin=subprocess.DEVNULL)
 
 
 def check_deltas(files, fake_v2=False):

@@ -4,14 +4,18 @@ how later backups and `vz7ploop cleanup` see it (live or left over)."""
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 import ct_tree
+from fanotify_gate import FAN_ACCESS_PERM, Gate
 from host_helpers import own_run_dir
+from mid_merge import MergeCopy, disk_hash, in_use, write_after_the_snapshot
 from ploop_tools import check_deltas
-from test_cli import run
+from restore_helpers import edit_image
+from test_cli import VZ7PLOOP, run
 from vz7native import devices, ploop, procfs
 from vz7native.backup import STATE_DIR, BackupSession, ViewInUse
 from vz7native.host.sandbox import Sandbox
@@ -70,6 +74,23 @@ def leftovers(box, ct, run_dir, target):
     if os.path.exists(state):
         found.append("state file")
     return found
+
+
+def mount_view(box, ct, target):
+    """`ct-mount-snapshot --json` of ``ct`` at ``target``: what it recorded."""
+    rc, out, err = run("ct-mount-snapshot", "--json", "--host-root", host_root(box), ct.uuid,
+                       target)
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def kill_view_mount(run_dir, view):
+    """SIGKILL the mount helper of ``view``: its mount goes with it."""
+    helper = [r for r in mount_state.load_all(run_dir) if r.id == view["mount_id"]][0].helper
+    os.kill(helper.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while procfs.is_running(helper) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def ploop_check(ct):
@@ -147,9 +168,7 @@ def test_a_backup_refuses_a_live_view_and_cleans_one_whose_mount_is_gone(box, ru
                                                                          target, work):
     ct = box.containers[0]
     root = host_root(box)
-    rc, out, err = run("ct-mount-snapshot", "--json", "--host-root", root, ct.name, target)
-    assert rc == 0, err
-    view = json.loads(out)
+    view = mount_view(box, ct, target)
     session = BackupSession(box.host, name=ct.name, backend="portable",
                             mount_base=str(work / "bareos"))
     with pytest.raises(ViewInUse) as refused:
@@ -162,11 +181,7 @@ def test_a_backup_refuses_a_live_view_and_cleans_one_whose_mount_is_gone(box, ru
     assert procfs.mounts_at(os.fsencode(os.path.realpath(target)))
 
     # the view's helper is killed: its mount goes with it, the snapshot stays
-    helper = [r for r in mount_state.load_all(run_dir) if r.id == view["mount_id"]][0].helper
-    os.kill(helper.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while procfs.is_running(helper) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_view_mount(run_dir, view)
     with session:
         assert any("merged back the snapshot %s of the snapshot view at %s" % (
             view["snapshot"], os.path.realpath(target)) in s for s in session.cleaned)
@@ -178,11 +193,8 @@ def test_a_backup_refuses_a_live_view_and_cleans_one_whose_mount_is_gone(box, ru
 def test_cleanup_merges_the_snapshot_of_a_view_whose_mount_is_gone(box, run_dir, target):
     ct = box.containers[1]
     root = host_root(box)
-    rc, out, err = run("ct-mount-snapshot", "--json", "--host-root", root, ct.uuid, target)
-    assert rc == 0, err
-    view = json.loads(out)
-    helper = [r for r in mount_state.load_all(run_dir) if r.id == view["mount_id"]][0].helper
-    os.kill(helper.pid, signal.SIGKILL)
+    view = mount_view(box, ct, target)
+    kill_view_mount(run_dir, view)
     rc, out, err = run("cleanup", "--json", "--host-root", root)
     assert rc == 0, err
     report = json.loads(out)
@@ -196,11 +208,8 @@ def test_cleanup_merges_the_snapshot_of_a_view_whose_mount_is_gone(box, run_dir,
 def test_umount_after_the_mount_died_still_merges(box, run_dir, target):
     ct = box.containers[0]
     root = host_root(box)
-    rc, out, err = run("ct-mount-snapshot", "--json", "--host-root", root, ct.uuid, target)
-    assert rc == 0, err
-    view = json.loads(out)
-    helper = [r for r in mount_state.load_all(run_dir) if r.id == view["mount_id"]][0].helper
-    os.kill(helper.pid, signal.SIGKILL)
+    view = mount_view(box, ct, target)
+    kill_view_mount(run_dir, view)
     rc, out, err = run("ct-umount-snapshot", "--host-root", root, ct.uuid)
     assert rc == 0, err
     assert "merged back the snapshot %s" % view["snapshot"] in out
@@ -215,3 +224,76 @@ def test_a_failed_mount_leaves_nothing(box, run_dir, work):
     assert (rc, out, len(err.splitlines())) == (1, "", 1)
     assert "is not a directory" in err
     assert leftovers(box, ct, run_dir, missing) == []
+
+
+@pytest.fixture
+def lone(tmp_path):
+    """A host of its own with one stopped container, whose disk a test may change."""
+    sandbox = Sandbox.build(str(tmp_path / "host"), count=1, seed=7, running=())
+    yield sandbox
+    sandbox.close()
+
+
+def test_a_umount_killed_in_the_merge_is_finished_by_the_next(lone, run_dir, target, tmp_path):
+    """kill -9 of `vz7ploop ct-umount-snapshot` in the middle of its merge, after
+    the container wrote into its disk: the next one finishes the merge, and the
+    disk reads as it did."""
+    ct = lone.containers[0]
+    root = host_root(lone)
+    view = mount_view(lone, ct, target)
+    edit_image(ct.disk_descriptor, str(tmp_path / "edit"), write_after_the_snapshot)
+    written = disk_hash(ct.disk_descriptor)
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        top, snapshot_delta = disk.top_delta, disk.images[view["snapshot"]]
+    with Gate(MergeCopy(top, snapshot_delta)) as gate:
+        gate.watch(top, FAN_ACCESS_PERM)
+        umount = subprocess.Popen([VZ7PLOOP, "ct-umount-snapshot", "--host-root", root,
+                                   ct.uuid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        held = gate.wait_held(120)
+        umount.kill()
+        out, err = umount.communicate()
+        assert held is not None and held.pid == umount.pid, (out, err)
+    assert in_use(snapshot_delta) and view["snapshot"] in snapshots(ct)
+
+    rc, out, err = run("ct-umount-snapshot", "--host-root", root, ct.uuid)
+    assert rc == 0, err
+    assert "merged back the snapshot %s" % view["snapshot"] in out
+    assert "its merge had been interrupted" in out
+    assert leftovers(lone, ct, run_dir, target) == []
+    assert disk_hash(ct.disk_descriptor) == written
+    ploop_check(ct)
+
+
+def test_cleanup_removes_the_delta_a_merge_killed_at_its_very_end_left(lone, run_dir, target):
+    """A merge killed after libploop wrote the new descriptor, before it removed
+    the merged delta: the snapshot is gone, the file is not (both as libploop
+    leaves them, the file kept by a second link). `vz7ploop cleanup` removes
+    the file, not the disk's own."""
+    ct = lone.containers[0]
+    root = host_root(lone)
+    view = mount_view(lone, ct, target)
+    kill_view_mount(run_dir, view)
+    path = lone.host.real(os.path.join(STATE_DIR, ct.uuid.encode() + b".json"))
+    with open(path, "rb") as f:
+        state = json.loads(f.read().decode("utf-8"))
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        merged = disk.top_delta
+        kept = merged + b".kept"
+        os.link(merged, kept)
+        state.update(phase="merge", merging=os.fsdecode(merged))
+        with open(path, "wb") as f:
+            f.write(json.dumps(state).encode("utf-8"))
+        disk.delete_snapshot(view["snapshot"])
+        files = sorted(disk.images.values())
+    os.rename(kept, merged)
+
+    rc, out, err = run("cleanup", "--json", "--host-root", root)
+    assert rc == 0, err
+    cleaned = [e["cleaned"] for e in json.loads(out) if "container" in e]
+    assert cleaned == [["removed %s, which the interrupted merge of the snapshot %s had merged "
+                        "already" % (lone.host.view(merged).decode(), view["snapshot"])]]
+    assert not os.path.exists(merged)
+    with ploop.Disk.open(ct.disk_descriptor) as disk:
+        assert sorted(disk.images.values()) == files
+    assert leftovers(lone, ct, run_dir, target) == []
+    ploop_check(ct)

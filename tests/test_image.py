@@ -4,6 +4,7 @@ verify on damaged images, the writers and the CLI commands.
 The cross-checks against libploop itself are in test_image_libploop.py.
 """
 import array
+import contextlib
 import fcntl
 import json
 import os
@@ -715,6 +716,17 @@ def test_verify_reports_a_missing_delta(tmp_path, raw_disk):
 
 # -- write_clusters ------------------------------------------------------------------
 
+@contextlib.contextmanager
+def libploop_lock(dd):
+    """libploop's lock of the disk ``dd``, held by someone else meanwhile."""
+    lock = os.open(dd + b".lck", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
 def test_write_clusters_into_a_single_delta(tmp_path, raw_disk):
     raw_path, content = raw_disk
     dd = imported(raw_path, tmp_path)
@@ -742,18 +754,48 @@ def test_write_clusters_refuses(tmp_path, raw_disk):
     short.write_bytes(bytes(MiB))
     with pytest.raises(image.ImageError, match="has 1048576 bytes, but the disk"):
         image.write_clusters(dd, str(short))
-    lock = os.open(dd + b".lck", os.O_RDWR)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with pytest.raises(image.ImageError, match="locked by another process"):
-            image.write_clusters(dd, raw_path)
-    finally:
-        os.close(lock)
+    with libploop_lock(dd), pytest.raises(image.ImageError, match="locked by another process"):
+        image.write_clusters(dd, raw_path)
     before = open(delta, "rb").read()
     _overwrite(delta, 44, struct.pack("<I", IN_USE_MAGIC))
     with pytest.raises(image.ImageError, match="in use"):
         image.write_clusters(dd, str(short))
     assert open(delta, "rb").read()[64:] == before[64:]
+
+
+# -- clear_in_use -------------------------------------------------------------------
+
+def test_clear_in_use_cuts_off_what_the_bat_does_not_point_to(tmp_path, raw_disk):
+    raw_path, content = raw_disk
+    dd = imported(raw_path, tmp_path)
+    delta = os.path.join(os.path.dirname(dd), b"root.hds")
+    before = open(delta, "rb").read()
+    guid = image.read_descriptor(dd).top_guid
+    assert image.clear_in_use(dd, guid) is False
+    # as a killed merge leaves it: marked, two clusters appended but not entered
+    _overwrite(delta, 44, struct.pack("<I", IN_USE_MAGIC))
+    _overwrite(delta, len(before), os.urandom(2 * MiB))
+    assert image.clear_in_use(dd, guid) is True
+    assert open(delta, "rb").read() == before
+    assert image.verify(dd).ok
+
+
+def test_clear_in_use_refuses(tmp_path, raw_disk):
+    raw_path, _ = raw_disk
+    dd = imported(raw_path, tmp_path)
+    delta = os.path.join(os.path.dirname(dd), b"root.hds")
+    guid = image.read_descriptor(dd).top_guid
+    _overwrite(delta, 44, struct.pack("<I", IN_USE_MAGIC))
+    with pytest.raises(image.SnapshotNotFound):
+        image.clear_in_use(dd, SNAP)
+    with libploop_lock(dd), pytest.raises(image.ImageError, match="locked by another process"):
+        image.clear_in_use(dd, guid)
+    _bat_entry(delta, 21, _bat_entry(delta, 0))
+    before = open(delta, "rb").read()
+    with pytest.raises(image.ImageError, match="BAT is not sound, so the mark is left: .*"
+                                               "BAT entry 21 points to byte 1048576, like entry 0"):
+        image.clear_in_use(dd, guid)
+    assert open(delta, "rb").read() == before
 
 
 # -- the CLI ------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ import pytest
 
 import ct_tree
 from conftest import require
-from ploop_tools import (check_deltas, convert_to_raw, libploop_merge, libploop_snapshot,
-                         run_binding, run_ploop, snapshotted_image)
+from fanotify_gate import FAN_ACCESS_PERM, Gate
+from mid_merge import MergeCopy, in_use
+from ploop_tools import (LibploopFailed, check_deltas, convert_to_raw, libploop_merge,
+                         libploop_snapshot, run_binding, run_ploop, snapshotted_image,
+                         start_binding)
 from test_image import DAMAGES, MiB, write_pattern_disk, written_in_place
 from vz7native import image
 
@@ -197,6 +200,45 @@ def test_snapshot_views_and_merge(tmp_path, disks, version):
     libploop_merge(dd, fake_v2=fake_v2)
     assert len(image.read_descriptor(dd).images) == 1
     raw = convert_to_raw(dd, fake_v2=fake_v2)
+    assert filecmp.cmp(raw, disks["new"], shallow=False)
+
+
+def test_a_merge_killed_midway_is_finished_after_clear_in_use(tmp_path, disks):
+    """What libploop leaves when its offline merge of a snapshot is killed while
+    it copies the clusters: the descriptor as it was (the new one beside it),
+    the snapshot's delta marked in use, which its next merge refuses.
+    clear_in_use releases the delta, libploop then merges; the disk reads the
+    same throughout."""
+    dd, guid = snapshotted_image(disks["old"], disks["new"], str(tmp_path / "ct"))
+    descriptor = image.read_descriptor(dd)
+    snapshot_file = descriptor.images[guid].file
+    top_file = descriptor.images[image.TOP_GUID].file
+    with open(dd, "rb") as f:
+        text = f.read()
+    delete = "with ploop.Disk.open(args[0]) as disk: disk.delete_snapshot(args[1])"
+    with Gate(MergeCopy(top_file, snapshot_file)) as gate:
+        gate.watch(top_file, FAN_ACCESS_PERM)
+        merge = start_binding(delete, dd, guid)
+        held = gate.wait_held(60)
+        merge.kill()
+        output = merge.communicate()[0]
+        assert held is not None and held.pid == merge.pid, output
+    with open(dd, "rb") as f:
+        assert f.read() == text
+    assert os.path.exists(dd + b".tmp") and in_use(snapshot_file)
+    with image.open_virtual_disk(dd) as vdisk:
+        assert same_content(vdisk, disks["new"])
+    with pytest.raises(LibploopFailed, match="open_delta: Device or resource busy"):
+        run_binding(delete, dd, guid)
+
+    assert image.clear_in_use(dd, guid) is True
+    check_deltas([snapshot_file, top_file])
+    with image.open_virtual_disk(dd) as vdisk:
+        assert same_content(vdisk, disks["new"])
+    run_binding(delete, dd, guid)
+    assert list(image.read_descriptor(dd).images) == [image.TOP_GUID]
+    assert not os.path.exists(top_file) and not os.path.exists(dd + b".tmp")
+    raw = convert_to_raw(dd)
     assert filecmp.cmp(raw, disks["new"], shallow=False)
 
 

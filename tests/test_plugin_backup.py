@@ -1,17 +1,21 @@
 """The plugin's backup side through the FD simulator, on sandbox hosts with real
 ploop images read through the portable mount (no ploop driver here)."""
+import contextlib
+import json
 import os
 import stat
 
 import pytest
 
+from fanotify_gate import FAN_ACCESS_PERM, FAN_EVENT_ON_CHILD, FAN_OPEN_PERM, Gate
 from fdsim import constants as C
 from fdsim.director import FdsimError
+from mid_merge import MergeCopy, disk_hash, in_use, write_after_the_snapshot
 from restore_helpers import edit_image
 from plugin_helpers import (director, fs_name, job_options, line, records,
                             stored, tree_picture)
 from vz7bareos import attrs, names
-from vz7native import mount, ploop, procfs
+from vz7native import image, mount, ploop, procfs
 from vz7native.backup import STATE_DIR
 from vz7native.host.sandbox import Sandbox
 
@@ -273,11 +277,12 @@ def test_excludes_and_balloon(host, tmp_path):
     assert fs_name(ct, b"var") in files and fs_name(ct, b"etc/hostname") in files
 
 
-@pytest.mark.parametrize("stage", ["snapshot", "mount", "walk"])
+@pytest.mark.parametrize("stage", ["snapshot", "mount", "walk", "merge"])
 def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path, stage):
     """kill -9 of the FD once the snapshot is recorded, once the view is mounted,
-    and in the middle of the walk: the next job merges the snapshot back,
-    removes what is left and says so."""
+    in the middle of the walk, and in the middle of the merge after the
+    container wrote into its disk: the next job merges the snapshot back,
+    removes what is left and says so; the disk reads as before the kill."""
     sandbox = fresh_host
     ct = sandbox.containers[0]
     from vz7native.host import status
@@ -285,12 +290,15 @@ def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path, stage):
     d = director(tmp_path / "fd")
     target = sandbox.host.real(os.path.join(b"/mnt/bareos", ct.uuid.encode()))
     state = sandbox.host.real(os.path.join(STATE_DIR, ct.uuid.encode() + b".json"))
-    reached = {
-        "snapshot": lambda: os.path.exists(state),
-        "mount": lambda: procfs.mounts_at(target),
-        "walk": lambda: _volume_size(tmp_path / "fd") > (2 << 20),
-    }[stage]
-    with d.file_daemon() as fd:
+    with d.file_daemon() as fd, contextlib.ExitStack() as stack:
+        if stage == "merge":
+            merge = stack.enter_context(MidMerge(sandbox, ct, fd.pid, str(tmp_path / "edit")))
+        reached = {
+            "snapshot": lambda: os.path.exists(state),
+            "mount": lambda: procfs.mounts_at(target),
+            "walk": lambda: _volume_size(tmp_path / "fd") > (2 << 20),
+            "merge": lambda: merge.reached(),
+        }[stage]
         job = fd.start_backup(line(sandbox), fd_plugin_options=job_options(ct))
         while not reached():
             try:
@@ -301,6 +309,13 @@ def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path, stage):
                         % (stage, result.report()))
         os.kill(fd.pid, 9)
         job.wait()
+    if stage == "merge":
+        # what the killed merge left: the snapshot, marked in use, half merged
+        assert _read_json(state)["phase"] == "merge"
+        with ploop.Disk.open(ct.disk_descriptor) as disk:
+            assert merge.guid in [s.guid for s in disk.snapshots]
+        assert in_use(merge.snapshot_delta)
+        assert disk_hash(ct.disk_descriptor) == merge.written
     result = d.backup(line(sandbox), fd_plugin_options=job_options(ct))
     assert result.status == "T", result.report()
     with ploop.Disk.open(ct.disk_descriptor) as disk:
@@ -309,7 +324,65 @@ def test_a_crashed_job_is_cleaned_by_the_next(fresh_host, tmp_path, stage):
     if stage != "snapshot":  # a snapshot is recorded before it is made: it may not exist yet
         cleaned = [m for m in result.messages("M_INFO") if "merged back" in m]
         assert cleaned, result.report()
+    if stage == "merge":
+        assert "its merge had been interrupted" in cleaned[0], cleaned
+        assert disk_hash(ct.disk_descriptor) == merge.written
     assert_nothing_left(sandbox, ct)
+
+
+class MidMerge(object):
+    """Holds a backup job of ``ct`` in the FD ``pid`` in the middle of the merge
+    of its snapshot (:mod:`fanotify_gate`: no timing). First as it records the
+    merge in its state file: meanwhile the container writes into its disk (the
+    live top, as a running container does after the snapshot). Then in the
+    merge, with clusters copied (:class:`mid_merge.MergeCopy`). Afterwards
+    ``guid`` is the snapshot, ``snapshot_delta`` its file and ``written`` the
+    disk's content after the writes (:func:`mid_merge.disk_hash`)."""
+
+    def __init__(self, sandbox, ct, pid, scratch):
+        self.dd = ct.disk_descriptor
+        self.state = os.path.realpath(sandbox.host.real(
+            os.path.join(STATE_DIR, ct.uuid.encode() + b".json")))
+        self.pid = pid
+        self.scratch = scratch
+        self.guid = self.snapshot_delta = self.written = self.copy = None
+        self.gate = Gate(self._hold)
+        os.makedirs(os.path.dirname(self.state), exist_ok=True)
+        self.gate.watch(os.path.dirname(self.state), FAN_OPEN_PERM | FAN_EVENT_ON_CHILD)
+
+    def _hold(self, event):
+        if self.copy is not None:
+            return self.copy(event)
+        # the state file is written before the snapshot and before the merge
+        return (event.pid == self.pid and event.path == self.state + b".new"
+                and len(image.read_descriptor(self.dd).images) == 2)
+
+    def reached(self):
+        if self.gate.wait_held(0) is None:
+            return False
+        if self.copy is not None:
+            return True
+        self.guid = _read_json(self.state)["snapshot"]
+        edit_image(self.dd, self.scratch, write_after_the_snapshot)
+        self.written = disk_hash(self.dd)
+        with ploop.Disk.open(self.dd) as disk:
+            self.snapshot_delta = disk.images[self.guid]
+            top = disk.top_delta
+        self.copy = MergeCopy(top, self.snapshot_delta, self.pid)
+        self.gate.watch(top, FAN_ACCESS_PERM)
+        self.gate.release()
+        return False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.gate.close()
+
+
+def _read_json(path):
+    with open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))
 
 
 def _volume_size(workdir):

@@ -30,6 +30,16 @@ unmounts, merges the snapshot back, removes the state file and releases the
 locks. A crashed session's leftovers are found by the next session of the same
 container (step 3) and by :func:`cleanup_container`.
 
+The state file's ``phase`` says how far a session got: ``snapshot`` (written
+before the snapshot is taken) or ``merge`` (written before the merge starts,
+with the delta being merged, ``merging``). A merge killed midway is finished
+by the next cleanup: libploop's offline merge leaves the snapshot's delta
+marked in use, which every later merge refuses, so the mark is cleared first
+(:func:`vz7native.image.clear_in_use`; never while a ploop device runs the
+disk); a merge killed after the descriptor was written leaves the merged
+delta's file, which is removed. A merge that fails keeps the state file, so
+the next session tries again.
+
 A *detached* session (``detached=True``, for ``vz7ploop ct-mount-snapshot``:
 a view for rsync, restic or borg that outlives the process that made it)
 always reads a snapshot, even of a stopped container (so the view stays
@@ -54,7 +64,7 @@ import time
 from vz7native import mount, ploop, procfs
 from vz7native.host import (RUNNING, STOPPED, BlockerError, HostError, LockTimeout,
                             find_blockers)
-from vz7native.image import ImageError, read_descriptor
+from vz7native.image import ImageError, clear_in_use, read_descriptor
 from vz7native.mount import state as mount_state
 from vz7native.paths import show
 from vz7native.session import Session
@@ -199,15 +209,56 @@ def cleanup_container(host, ct, mount_target=None):
     if state is not None:
         guid = state.get("snapshot")
         if guid:
-            with ploop.Disk.open(dd) as disk:
-                if any(s.guid == guid for s in disk.snapshots):
-                    disk.delete_snapshot(guid)
-                    cleaned.append("merged back the snapshot %s of %s (pid %s, started %s)" % (
-                        guid, "the snapshot view at %s" % state.get("target")
-                        if state.get("detached") else "a job that did not finish",
-                        state.get("pid"), _started(state)))
+            merged, removed = _merge_back(dd, guid, path, state)
+            if merged:
+                cleaned.append("merged back the snapshot %s of %s (pid %s, started %s)%s" % (
+                    guid, "the snapshot view at %s" % state.get("target")
+                    if state.get("detached") else "a job that did not finish",
+                    state.get("pid"), _started(state),
+                    "; its merge had been interrupted" if state.get("phase") == "merge"
+                    else ""))
+            if removed:
+                cleaned.append("removed %s, which the interrupted merge of the snapshot %s "
+                               "had merged already" % (show(host.view(removed)), guid))
         _remove(path)
     return cleaned
+
+
+def _merge_back(dd, guid, path, state):
+    """Merge the snapshot ``guid`` back into the disk ``dd``, recording the
+    merge in the state file ``path`` (which says ``state``) first; a merge
+    recorded there and killed is finished (see the module docstring).
+    Returns (whether a snapshot was merged, the delta file removed or None)."""
+    merged = False
+    with ploop.Disk.open(dd) as disk:
+        snapshots = disk.snapshots
+        if any(s.guid == guid for s in snapshots):
+            if state.get("phase") == "merge" and disk.device() is None:
+                clear_in_use(dd, guid)
+            # libploop merges the snapshot's only child into it and removes its file.
+            children = [s.guid for s in snapshots if s.parent_guid == guid]
+            child = disk.images.get(children[0]) if len(children) == 1 else None
+            state = dict(state, phase="merge",
+                         merging=None if child is None else os.fsdecode(child))
+            _write_state(path, state)
+            disk.delete_snapshot(guid)
+            merged = True
+    return merged, _remove_merged_delta(dd, state.get("merging"))
+
+
+def _remove_merged_delta(dd, merging):
+    """Remove the file ``merging`` if the descriptor no longer names it: a merge
+    killed between writing the descriptor and removing the merged delta."""
+    if not merging:
+        return None
+    merging = os.fsencode(merging)
+    if not os.path.lexists(merging):
+        return None
+    named = {os.path.realpath(entry.file) for entry in read_descriptor(dd).images.values()}
+    if os.path.realpath(merging) in named:
+        return None
+    os.unlink(merging)
+    return merging
 
 
 def cleanup_leftovers(host, log=None):
@@ -383,7 +434,7 @@ class BackupSession(Session):
 
     def _state(self, **more):
         state = {"version": STATE_VERSION, "snapshot": self.snapshot, "pid": os.getpid(),
-                 "started": self.snapshot_time, "note": self.note}
+                 "started": self.snapshot_time, "note": self.note, "phase": "snapshot"}
         if self.detached:
             state.update(detached=True, target=os.fsdecode(self.target))
         state.update(more)
@@ -393,18 +444,19 @@ class BackupSession(Session):
         guid = ploop.new_guid()
         path = _state_path(self.host, self.ct)
         _write_state(path, self._state(snapshot=guid))
-        self._view.callback(_remove, path)
-        self._view.callback(self._merge, dd, guid)
+        self._view.callback(self._merge, dd, guid, path)
         self._log("taking snapshot %s of %s" % (guid, show(dd)))
         with _timed(self.timings, "snapshot"), ploop.Disk.open(dd) as disk:
             disk.create_snapshot(guid)
         self.snapshot = guid
 
-    def _merge(self, dd, guid):
+    def _merge(self, dd, guid, path):
+        """Merge the snapshot back and remove the state file (kept if the merge
+        fails: the next session tries again)."""
         self._log("merging snapshot %s back" % guid)
-        with _timed(self.timings, "merge"), ploop.Disk.open(dd) as disk:
-            if any(s.guid == guid for s in disk.snapshots):
-                disk.delete_snapshot(guid)
+        with _timed(self.timings, "merge"):
+            _merge_back(dd, guid, path, self._state(snapshot=guid))
+        _remove(path)
 
     def _mount(self, dd):
         target = self.target

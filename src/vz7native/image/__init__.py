@@ -48,10 +48,10 @@ The rooms
 ``descriptor`` (DiskDescriptor.xml), ``delta`` (header and BAT), ``reader``
 (:func:`open_virtual_disk`), ``gpt`` (:func:`find_partition`), ``verify``
 (:func:`verify`), ``writer`` (:func:`import_raw`, :class:`InPlaceImage`,
-:func:`write_clusters`), ``ctdisk`` (:func:`make_ct_disk`: container disks
-from a directory; :func:`new_ct_image`: an empty one to fill in place). Paths
-are accepted as str or bytes and returned as bytes. Every error is an
-:class:`ImageError`.
+:func:`write_clusters`, :func:`clear_in_use`), ``ctdisk`` (:func:`make_ct_disk`:
+container disks from a directory; :func:`new_ct_image`: an empty one to fill in
+place). Paths are accepted as str or bytes and returned as bytes. Every error is
+an :class:`ImageError`.
 """
 from vz7native.image.ctdisk import make_ct_disk, make_ct_raw_disk, new_ct_image, partition_layout
 from vz7native.image.delta import Delta, Ploop1Delta, RawDelta
@@ -62,7 +62,8 @@ from vz7native.image.errors import (DescriptorError, FormatError, ImageError, No
 from vz7native.image.gpt import LINUX_FILESYSTEM, Partition, find_partition
 from vz7native.image.reader import RawDiskFile, VirtualDisk, open_virtual_disk
 from vz7native.image.verify import DeltaReport, VerifyReport, verify
-from vz7native.image.writer import DEFAULT_CLUSTER_SIZE, InPlaceImage, import_raw, write_clusters
+from vz7native.image.writer import (DEFAULT_CLUSTER_SIZE, InPlaceImage, clear_in_use,
+                                    import_raw, write_clusters)
 from vz7native.paths import DESCRIPTOR_NAME, descriptor_path
 
 __all__ = [
@@ -71,7 +72,7 @@ __all__ = [
     "ImageError", "InPlaceImage", "NoPartitionTable", "Partition", "Ploop1Delta", "RawDelta",
     "RawDiskFile",
     "Shot", "SnapshotNotFound", "ToolError", "TreeDoesNotFit", "VerifyReport", "VirtualDisk",
-    "WriteError", "descriptor_path",
+    "WriteError", "clear_in_use", "descriptor_path",
     "find_partition", "import_raw", "make_ct_disk", "make_ct_raw_disk", "new_ct_image",
     "open_virtual_disk",
     "partition_layout", "read_descriptor", "verify", "write_clusters",

@@ -22,6 +22,7 @@ SIGNATURES = {b"WithoutFreeSpace": 1, b"WithouFreSpacExt": 2}
 VERSION_SIGNATURES = {v: s for s, v in SIGNATURES.items()}
 IMAGE_TYPE_COMPRESSED = 2
 IN_USE_MAGIC = 0x746F6E59  # "Ynot": the kernel has the delta open read-write
+IN_USE_OFFSET = struct.calcsize("<16sIIIIIQ")  # where the header keeps it
 FLAG_EMPTY = 1
 FLAG_FORMAT_CONVERSION = 2  # a v1 -> v2 conversion is under way (or was interrupted)
 # Bounds libploop puts on the cluster size (is_valid_blocksize).

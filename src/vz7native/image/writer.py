@@ -1,5 +1,6 @@
 """Writers: a raw disk into a new ploop1 image, a new image written in place
-through a raw view of its delta file, changed clusters into the top delta.
+through a raw view of its delta file, changed clusters into the top delta, and
+the release of a delta a killed offline merge left marked in use.
 
 All write what libploop writes itself: whole clusters, the header and BAT
 padded to whole clusters, data first and the BAT last, then fsync.
@@ -10,8 +11,9 @@ import errno
 import fcntl
 import os
 
-from vz7native.image.delta import (FLAG_EMPTY, HEADER, MAX_CLUSTER_SIZE, MIN_CLUSTER_SIZE,
-                                   Header, bat_from_bytes, bat_to_bytes)
+from vz7native.image.delta import (FLAG_EMPTY, HEADER, IN_USE_OFFSET, MAX_CLUSTER_SIZE,
+                                   MIN_CLUSTER_SIZE, Header, Ploop1Delta, bat_from_bytes,
+                                   bat_to_bytes)
 from vz7native.image.descriptor import SECTOR_SIZE, descriptor_xml, read_descriptor, round_up
 from vz7native.image.errors import ImageError, WriteError
 from vz7native.image.files import open_regular
@@ -483,3 +485,49 @@ def _write_changes(vdisk, raw_fd, top, top_fd):
             _pwrite_all(top_fd, header.pack() + bat_to_bytes(bat), 0)
             os.fsync(top_fd)
     return appended + len(in_place)
+
+
+def clear_in_use(path, guid):
+    """Clear the in-use mark of the delta of snapshot ``guid`` in an unmounted image.
+
+    libploop's offline merge of a snapshot's child into the snapshot marks the
+    snapshot's delta in use, copies the child's clusters into it (rewriting
+    those it holds in place, appending the others), syncs, writes the BAT and
+    clears the mark. Killed in between, it leaves the mark, and every later
+    merge refuses the delta ("Image is in use"). What it wrote is sound
+    wherever the BAT points, and every copied cluster holds what the child,
+    still above it in the chain, holds there: the disk reads the same. The
+    clusters past the last one the BAT points to (appended, not yet entered)
+    are cut off, then the mark is cleared; the merge can then be run again.
+
+    The ploop driver marks the delta it has open read-write the same way:
+    call this only when no ploop device runs the image. Takes libploop's
+    descriptor lock; refuses a delta whose BAT is not sound (ImageError).
+    Returns True when there was a mark to clear.
+    """
+    descriptor = read_descriptor(path)
+    entry = descriptor.images[descriptor.resolve_guid(guid)]
+    if entry.kind == "Plain":  # libploop writes a raw base with no mark
+        return False
+    with _descriptor_lock(descriptor.path):
+        fd = open_regular(entry.file, os.O_RDWR)
+        try:
+            delta = Ploop1Delta(entry.guid, entry.file, fd)
+            if not delta.in_use:
+                return False
+            problems = delta.layout_problems()
+            if problems:
+                raise ImageError("%s is marked in use and its BAT is not sound, so the mark "
+                                 "is left: %s" % (show(entry.file), "; ".join(problems)))
+            last = max(delta.bat)
+            end = (last * delta.unit + delta.cluster_size if last
+                   else delta.header.first_block_offset)
+            with _writing(entry.file, "it is still marked in use"):
+                if delta.file_size > end:
+                    os.ftruncate(fd, end)
+                    os.fsync(fd)
+                _pwrite_all(fd, bytes(4), IN_USE_OFFSET)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    return True
