@@ -11,7 +11,7 @@ and the simulator's work directories live on tmpfs (``/dev/shm``): building a
 byte it saves into a volume file. The FD runs as a child process, each job in
 a sub-interpreter of its own (what python3-fd does).
 
-Each plugin is loaded through a wrapper module (``TIMED_PLUGIN``) that imports
+Each plugin is loaded through a wrapper module (``timed_plugin``) that imports
 the real module and times its entry points (the simulator's trace has no
 times): CPU time of the job's thread (``time.thread_time``: the shared 2-vCPU
 VM moves wall-clock times; the entry points' system calls on the mount count)
@@ -58,8 +58,8 @@ from vz7native.host.tree import write_tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # fdsim
 
-from fdsim.testing import PLUGIN_DIR as FDSIM_PLUGINS, make_director, plugin_line, \
-    write_plugin  # noqa: E402
+from fdsim.testing import PLUGIN_DIR as FDSIM_PLUGINS, make_director, plugin_line  # noqa: E402
+from timed_plugin import entry_point_times, write_timed_plugin  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -76,61 +76,6 @@ goal("small files: own CPU time per file", "vz7_plugin", "reference_plugin", "at
 goal("large files: data phase", "vz7_plugin", "reference_plugin", "at_most", 1 / 0.9,
      "do_io_in_core bytes/s (goal: at least 0.9 of the reference plugin's)")
 
-# A plugin module that loads ``target`` from ``directory`` and times its entry
-# points. When the job's last end_backup_file returns it reports, in one M_INFO
-# message: {entry point: [calls, CPU seconds, wall seconds]} without the fixed calls (the
-# first start_backup_file, the last end_backup_file), the CPU and wall seconds
-# of those, the wall seconds of the per-file phase between them, and of the job
-# from the module's import on.
-TIMED_PLUGIN = '''
-import importlib.util
-import json
-import sys
-import time
-
-import bareosfd
-
-sys.path.insert(0, {directory!r})
-_spec = importlib.util.spec_from_file_location("timed_target", {path!r})
-_target = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_target)
-_imported = time.perf_counter()
-_times = {{}}
-_fixed = {{}}
-_NAMES = ("load_bareos_plugin", "parse_plugin_definition", "handle_plugin_event",
-          "start_backup_file", "end_backup_file", "plugin_io", "get_acl", "get_xattr",
-          "check_file")
-
-
-def _timed(name, function):
-    def entry_point(*args):
-        wall, cpu = time.perf_counter(), time.thread_time()
-        rc = function(*args)
-        spent = time.thread_time() - cpu
-        if name == "start_backup_file" and "phase_start" not in _fixed:
-            _fixed["phase_start"] = time.perf_counter()
-            _fixed["first_start_backup_file"] = [spent, _fixed["phase_start"] - wall]
-        elif name == "end_backup_file" and rc != bareosfd.bRC_More:
-            end = time.perf_counter()
-            _fixed["last_end_backup_file"] = [spent, end - wall]
-            bareosfd.JobMessage(bareosfd.M_INFO, "entry point times: %s\\n" % json.dumps(
-                {{"times": _times, "fixed": _fixed, "phase": wall - _fixed["phase_start"],
-                  "wall": end - _imported}}))
-        else:
-            counted = _times.setdefault(name, [0, 0.0, 0.0])
-            counted[0] += 1
-            counted[1] += spent
-            counted[2] += time.perf_counter() - wall
-        return rc
-    return entry_point
-
-
-for _name in _NAMES:
-    if hasattr(_target, _name):
-        globals()[_name] = _timed(_name, getattr(_target, _name))
-'''
-
-TIMES_MESSAGE = "entry point times: "
 SUMMARY = re.compile(r"snapshot (?P<snapshot>[\d.]+) s, mount (?P<mount>[\d.]+) s, "
                      r"umount (?P<umount>[\d.]+) s, merge (?P<merge>[\d.]+) s")
 STEPS = ("snapshot", "mount", "umount", "merge")
@@ -225,8 +170,7 @@ def timed_plugins(scratch):
     for name, target_dir, target in (
             ("timed_vz7", PLUGIN_DIR, PLUGIN_MODULE + ".py"),
             ("timed_reference", FDSIM_PLUGINS, "reference_tree.py")):
-        write_plugin(directory, name, TIMED_PLUGIN.format(
-            directory=target_dir, path=os.path.join(target_dir, target)))
+        write_timed_plugin(directory, name, target_dir, target)
         lines[name] = directory
     return lines
 
@@ -300,13 +244,6 @@ def summary_steps(result):
         if found:
             return {name: float(found.group(name)) for name in STEPS}
     raise AssertionError("no summary message:\n" + result.report()[:3000])
-
-
-def entry_point_times(result):
-    for text in result.plugin_messages("M_INFO"):
-        if text.startswith(TIMES_MESSAGE):
-            return json.loads(text[len(TIMES_MESSAGE):])
-    raise AssertionError("no timing message:\n" + result.report()[:3000])
 
 
 # -- benchmarks -------------------------------------------------------------------------

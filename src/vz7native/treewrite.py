@@ -178,28 +178,30 @@ class TreeWriter(object):
         parent = self._dir(names[:-1], create=True)
         name = names[-1]
         for _ in range(_CREATE_ATTEMPTS):
-            try:
-                existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                existing = None
-            if existing is not None:
-                # A directory this writer made on the way is the entry's own.
-                made_here = stat.S_ISDIR(existing.st_mode) and names in self._made
-                reason = None if made_here else self._kept(existing, mtime)
-                if reason:
-                    return reason
-                if kind == stat.S_IFDIR and stat.S_ISDIR(existing.st_mode):
-                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-                    try:
-                        st = os.fstat(fd)
-                    finally:
-                        os.close(fd)
-                    return Placed(names, kind, st.st_dev, st.st_ino, existed=True)
-                self._remove(parent, name, existing, names)
+            # Created first (nothing follows a name that exists: O_EXCL, mkdir,
+            # symlink, mknod and link fail on it); what is in the way is looked at
+            # only then.
             try:
                 return self._create(parent, name, names, kind, mode, rdev, target, link_to)
             except FileExistsError:
+                pass
+            try:
+                existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
                 continue
+            # A directory this writer made on the way is the entry's own.
+            made_here = stat.S_ISDIR(existing.st_mode) and names in self._made
+            reason = None if made_here else self._kept(existing, mtime)
+            if reason:
+                return reason
+            if kind == stat.S_IFDIR and stat.S_ISDIR(existing.st_mode):
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                try:
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                return Placed(names, kind, st.st_dev, st.st_ino, existed=True)
+            self._remove(parent, name, existing, names)
         raise TreeError(errno.EEXIST, "something keeps reappearing in the way", show(path))
 
     def _kept(self, existing, mtime):
