@@ -362,41 +362,11 @@ class Director(object):
         return self._run(spec, notes, fd, wait, self._catalog_backup)
 
     def _catalog_backup(self, spec, raw):
-        rows = []
-        objects = []
-        start_offset = None
-        cmd = None
-        path = spec["volume"]
-        if not os.path.exists(path):
+        if not os.path.exists(spec["volume"]):
             return
-        # A killed FD may leave its last record half-written; what came before counts.
-        for record in volume.read_records(path, torn_tail=bool(raw.get("crashed"))):
-            if record.stream == C.STREAM_PLUGIN_NAME:
-                if record.plugin_name_start is not None:
-                    start_offset, cmd = record.offset, record.plugin_name_start
-            elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
-                attrs = record.attributes()
-                kind = attrs["type"]
-                # Directories are cataloged under their link, as given (§2.1, §13).
-                name = volume.stored_name(attrs)
-                if not name:
-                    # The row stays, nameless, and later accurate lists send it (§13).
-                    _director_error(raw, "Path length is zero" + (
-                        " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
-                        else ""))
-                deleted = kind == C.FT["FT_DELETED"]
-                row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
-                       "path": name, "type": kind, "deleted": int(deleted),
-                       "fname": attrs["fname"], "link": attrs["link"],
-                       "linkfi": attrs["link_fi"], "cmd": cmd, "vol_offset": start_offset}
-                row.update((f, attrs["stat"][f]) for f in STAT_FIELDS)
-                rows.append(row)
-            elif record.stream == C.STREAM_RESTORE_OBJECT:
-                obj = record.attributes()
-                objects.append((spec["jobid"], obj["object_index"], obj["object_name"],
-                                bytes.fromhex(obj["object"]), obj["object_len"],
-                                obj["object_type"], obj["plugin_name"]))
-        self.catalog.add_files(rows)
+        objects = []
+        # Streamed into the catalog: a job of a million files is no list here.
+        self.catalog.add_files(_volume_rows(spec, raw, objects))
         self.catalog.add_restore_objects(objects)
 
     # --- restore ---------------------------------------------------------------------------
@@ -572,6 +542,40 @@ class Director(object):
                 statuses[status] = statuses.get(status, 0) + 1
             after = fd.rss_kib()
         return MemoryReport(jobs, before, after, (after - before) / float(jobs), statuses)
+
+
+def _volume_rows(spec, raw, objects):
+    """The catalog rows of a backup's volume, one by one; its restore objects go
+    to ``objects``, the Director's errors about nameless entries into ``raw``."""
+    start_offset = None
+    cmd = None
+    # A killed FD may leave its last record half-written; what came before counts.
+    for record in volume.read_records(spec["volume"], torn_tail=bool(raw.get("crashed"))):
+        if record.stream == C.STREAM_PLUGIN_NAME:
+            if record.plugin_name_start is not None:
+                start_offset, cmd = record.offset, record.plugin_name_start
+        elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
+            attrs = record.attributes()
+            kind = attrs["type"]
+            # Directories are cataloged under their link, as given (§2.1, §13).
+            name = volume.stored_name(attrs)
+            if not name:
+                # The row stays, nameless, and later accurate lists send it (§13).
+                _director_error(raw, "Path length is zero" + (
+                    " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
+                    else ""))
+            deleted = kind == C.FT["FT_DELETED"]
+            row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
+                   "path": name, "type": kind, "deleted": int(deleted),
+                   "fname": attrs["fname"], "link": attrs["link"],
+                   "linkfi": attrs["link_fi"], "cmd": cmd, "vol_offset": start_offset}
+            row.update((f, attrs["stat"][f]) for f in STAT_FIELDS)
+            yield row
+        elif record.stream == C.STREAM_RESTORE_OBJECT:
+            obj = record.attributes()
+            objects.append((spec["jobid"], obj["object_index"], obj["object_name"],
+                            bytes.fromhex(obj["object"]), obj["object_len"],
+                            obj["object_type"], obj["plugin_name"]))
 
 
 def _strings(value):
