@@ -18,6 +18,7 @@ from collections import namedtuple
 from . import catalog as catalog_module
 from . import constants as C
 from . import jobrun
+from . import records
 from . import volume
 from .native import STAT_FIELDS
 from .restore import WhereError, parse_regexwhere
@@ -200,6 +201,17 @@ class FileDaemon(object):
             raise FdsimError("the FD process is gone")
         return waiter["reply"]["rss_kib"]
 
+    def reset_peak_rss(self):
+        """Start the FD process's peak RSS (VmHWM) afresh (Linux 4.0+)."""
+        with open("/proc/%d/clear_refs" % self.pid, "w") as f:
+            f.write("5")
+
+    def peak_rss_kib(self):
+        """The FD process's peak RSS (VmHWM) in KiB: since it started or since
+        :meth:`reset_peak_rss`."""
+        from .fdprocess import status_kib
+        return status_kib("VmHWM", self.pid)
+
     def exit_status(self):
         """The FD process's exit status once it has ended, else None."""
         if self._process is not None:
@@ -254,12 +266,15 @@ class Director(object):
     ``"auto"`` (sub-interpreter where the Python offers one, else fresh import),
     ``"sub-interpreter"`` or ``"fresh-import"``.  ``c_locale``: start FD processes
     under the C locale.  ``clock``: the Director's time source (job start times,
-    hence since times).
+    hence since times).  ``lean``: the FD keeps no record per file in its
+    process -- job log, debug output, trace, events and warnings go to files in
+    the job's directory (:mod:`fdsim.records`), which the :class:`JobResult`
+    reads back when iterated.
     """
 
     def __init__(self, workdir, bareos_version=23, isolation="process", interpreter="auto",
                  c_locale=False, python=None, plugin_directory=_DEFAULT, client="fdsim-fd",
-                 clock=None, debug_level=0):
+                 clock=None, debug_level=0, lean=False):
         self.version = BareosVersion(bareos_version)
         if isolation not in ("process", "in-process"):
             raise ValueError("isolation: expected 'process' or 'in-process', got %r"
@@ -281,6 +296,7 @@ class Director(object):
         self.client = client
         self.clock = clock or time.time
         self.debug_level = debug_level
+        self.lean = bool(lean)
         self.catalog = catalog_module.Catalog(os.path.join(self.workdir, "catalog.sqlite"))
 
     def file_daemon(self, **overrides):
@@ -474,6 +490,11 @@ class Director(object):
             fd = self.file_daemon()
         try:
             spec["instances_dir"] = os.path.join(fd.state_dir, "instances")
+            if self.lean:
+                spec["records_dir"] = job_dir
+                log = records.RecordFile(records.record_path(job_dir, "log"))
+                for entry in notes:  # the job log starts with the Director's lines
+                    log.append(entry)
             with open(spec_path, "w") as f:
                 json.dump(spec, f, indent=1)
             done = fd.submit(spec_path)
@@ -508,7 +529,14 @@ class Director(object):
                 fd.wedged = raw["crashed"]
             else:
                 raise FdsimInternalError("job %d: %s" % (spec["jobid"], raw["internal_error"]))
-        raw["log"] = notes + raw["log"]
+        if spec.get("records_dir"):
+            for name in records.NAMES:
+                kept = records.RecordFile(records.record_path(spec["records_dir"], name))
+                for entry in raw[name]:  # what the result carries in lists: a lost FD's log
+                    kept.append(entry)
+                raw[name] = kept
+        else:
+            raw["log"] = notes + raw["log"]
         if catalog_hook is not None:
             catalog_hook(spec, raw)
         if raw["crashed"]:
