@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from results_section import Result, SectionError, merge, ratio
+from results_section import Result, SectionError, limit, merge, ratio, size
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                    "benchmarks.md")
@@ -29,8 +29,10 @@ NOTES = []
 
 def goal(group, subject, baseline, kind, target, text):
     """Declare ``subject`` at least ``target`` times faster than ``baseline``
-    (kind "faster") or at most ``target`` times slower (kind "at_most"). Called at
-    the top level of a benchmark module, whose file names the goal's rows."""
+    (kind "faster"), at most ``target`` times slower (kind "at_most"), or its
+    value under ``target`` bytes (kind "size_under", values recorded in bytes;
+    ``baseline`` is measured beside it for reference). Called at the top level
+    of a benchmark module, whose file names the goal's rows."""
     module = os.path.basename(sys._getframe(1).f_globals["__file__"])
     GOALS.append((module, group, subject, baseline, kind, target, text))
 
@@ -108,7 +110,11 @@ def pytest_terminal_summary(terminalreporter):
     lines = []
     for result in results:
         value, met = ratio(result)
-        if result.kind == "faster":
+        if result.kind == "size_under":
+            shown = "%s, %s %s (goal under %s)" % (size(result.subject_median), result.baseline,
+                                                  size(result.baseline_median),
+                                                  limit(result.target))
+        elif result.kind == "faster":
             shown = "%.2fx faster than %s (goal >= %.2fx)" % (value, result.baseline,
                                                            result.target)
         else:

@@ -27,8 +27,10 @@ class Result(collections.namedtuple("Result", (
     """One goal as measured: ``benchmark`` its module's file name, medians in
     seconds; ``kind`` ``"faster"`` (the subject at least ``target`` times faster
     than the baseline) or ``"at_most"`` (at most ``target`` times the baseline's
-    time); ``text`` what the goal compares; ``date`` (YYYY-MM-DD), ``python`` (its
-    version) and ``command`` (to measure it again) of the run."""
+    time), or ``"size_under"``: an absolute limit, the subject's value under
+    ``target`` bytes (values in bytes; the baseline's is shown beside it, for
+    reference); ``text`` what the goal compares; ``date`` (YYYY-MM-DD),
+    ``python`` (its version) and ``command`` (to measure it again) of the run."""
 
     __slots__ = ()
 
@@ -38,7 +40,11 @@ class SectionError(ValueError):
 
 
 def ratio(result):
-    """(the ratio as the goal states it, met or not)."""
+    """(the ratio as the goal states it, met or not): for ``size_under`` the
+    subject's share of the limit."""
+    if result.kind == "size_under":
+        value = result.subject_median / result.target
+        return value, value < 1
     if result.kind == "faster":
         value = result.baseline_median / result.subject_median
         return value, value >= result.target
@@ -55,16 +61,30 @@ def seconds(value):
     return ("%.0f %s" if scaled >= 100 else "%.3g %s") % (scaled, name)
 
 
+def size(value):
+    """A size for people: MiB, three significant digits."""
+    return "%.3g MiB" % (value / float(1 << 20))
+
+
+def limit(value):
+    """A size limit as goals state them: decimal MB, and in MiB."""
+    return "%.3g MB (%s)" % (value / 1e6, size(value))
+
+
 def cells(result):
     """The table row of ``result``, as its cells (text)."""
     value, met = ratio(result)
-    if result.kind == "faster":
+    unit = seconds
+    if result.kind == "size_under":
+        shown, goal = "%.2f of the limit" % value, "under %s" % limit(result.target)
+        unit = size
+    elif result.kind == "faster":
         shown, goal = "%.2fx faster" % value, "at least %.2fx faster" % result.target
     else:
         shown, goal = "%.2fx the time" % value, "at most %.2fx the time" % result.target
     return (result.benchmark, result.group, "`%s`" % result.subject,
-            seconds(result.subject_median), "`%s`" % result.baseline,
-            seconds(result.baseline_median), shown, "%s: %s" % (goal, result.text),
+            unit(result.subject_median), "`%s`" % result.baseline,
+            unit(result.baseline_median), shown, "%s: %s" % (goal, result.text),
             "met" if met else "**not met**", result.date, result.python,
             "`%s`" % result.command)
 

@@ -83,22 +83,25 @@ STEPS = ("snapshot", "mount", "umount", "merge")
 
 # -- trees -------------------------------------------------------------------------
 
-def small_files_tree(path, seed):
-    """SMALL_DIRS directories of SMALL_FILES_PER_DIR files of 0 to 199 bytes."""
-    path = os.fsencode(path)
-    for d in range(SMALL_DIRS):
-        directory = b"%s/d%03d" % (path, d)
-        os.mkdir(directory)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for k in range(SMALL_FILES_PER_DIR):
-                fd = os.open(b"f%04d" % k, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=dir_fd)
-                try:
-                    os.write(fd, b"x" * (k % 200))
-                finally:
-                    os.close(fd)
-        finally:
-            os.close(dir_fd)
+def files_tree(dirs, files_per_dir, size=lambda k: k % 200):
+    """A tree builder: ``dirs`` directories of ``files_per_dir`` files, file
+    ``k`` of a directory ``size(k)`` bytes (default 0 to 199)."""
+    def build(path, seed):
+        path = os.fsencode(path)
+        for d in range(dirs):
+            directory = b"%s/d%04d" % (path, d)
+            os.mkdir(directory)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for k in range(files_per_dir):
+                    fd = os.open(b"f%04d" % k, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=dir_fd)
+                    try:
+                        os.write(fd, b"x" * size(k))
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(dir_fd)
+    return build
 
 
 def large_files_tree(path, seed):
@@ -124,7 +127,8 @@ def _sandbox(scratch, name, **kwargs):
 
 @pytest.fixture(scope="module")
 def small_files_host(scratch):
-    sandbox = _sandbox(scratch, "small", tree_builder=small_files_tree, disk_size=2 * GiB)
+    sandbox = _sandbox(scratch, "small", tree_builder=files_tree(SMALL_DIRS, SMALL_FILES_PER_DIR),
+                       disk_size=2 * GiB)
     with sandbox:
         shutil.rmtree(sandbox.tree(sandbox.containers[0]))  # its image holds it
         yield sandbox
@@ -214,22 +218,13 @@ def reference_line(root, module_name="reference_tree", module_path=FDSIM_PLUGINS
     return plugin_line(module_name, module_path, root=root, io="core")
 
 
-def status_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError("no %s in /proc/%d/status" % (field, pid))
-
-
 def backup_in_fresh_fd(director, line):
     """One Full backup in a new FD process: (JobResult, peak RSS of the FD in KiB
     during the job). The volumes are removed afterwards (they are on tmpfs)."""
     with director.file_daemon() as fd:
-        with open("/proc/%d/clear_refs" % fd.pid, "w") as f:
-            f.write("5")  # start the high-water mark afresh (Linux 4.0+)
+        fd.reset_peak_rss()
         result = fd.backup(line)
-        peak = status_kib(fd.pid, "VmHWM")
+        peak = fd.peak_rss_kib()
     assert result.status == "T", result.report()[:3000]
     volumes = os.path.join(director.workdir, "volumes")
     for name in os.listdir(volumes):

@@ -105,6 +105,18 @@ def test_the_goal_is_judged_against_its_target():
     assert (row[3], row[5], row[6], row[8]) == ("2.1 µs", "2 µs", "1.05x the time", "met")
 
 
+def test_a_size_limit_is_judged_against_the_limit_and_shows_the_baseline_beside_it():
+    def peak(subject_median):
+        return Result("test_plugin_rss_bench.py", "peak RSS", "vz7_plugin", subject_median,
+                      "reference_plugin", 30 << 20, "size_under", 64 * 10 ** 6,
+                      "FD peak RSS", "2024-05-01", "3.11.7", COMMAND)
+    (row,) = rows(merge(DOCUMENT, [peak(48 << 20)]))
+    assert row[3:9] == ("48 MiB", "`reference_plugin`", "30 MiB", "0.79 of the limit",
+                        "under 64 MB (61 MiB): FD peak RSS", "met")
+    (row,) = rows(merge(DOCUMENT, [peak(64 * 10 ** 6)]))
+    assert (row[3], row[6], row[8]) == ("61 MiB", "1.00 of the limit", "**not met**")
+
+
 @pytest.mark.parametrize("document", [
     "# Benchmarks\n\nno markers\n",
     BEFORE + BEGIN + "\n" + EMPTY + "\n",

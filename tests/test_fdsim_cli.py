@@ -55,3 +55,18 @@ def test_failed_job_exit_status_and_bad_options(tmp_path):
     bad = fdsim("backup", "--workdir", workdir, "--plugin", "python3:x=1",
                 "--fileset-option", "sparse")
     assert bad.returncode != 0 and "--fileset-option 'sparse': expected KEY=VALUE" in bad.stdout
+
+
+def test_a_lean_backup_keeps_its_records_in_files(tmp_path):
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "file.txt").write_text("data")
+    workdir = tmp_path / "fdsim"
+    line = "python3:module_path=%s:module_name=reference_tree:root=%s" % (PLUGIN_DIR, tree)
+    backup = fdsim("backup", "--workdir", str(workdir), "--plugin", line, "--lean",
+                   "--debug-level", "150")
+    assert backup.returncode == 0, backup.stdout
+    assert ": T (OK)" in backup.stdout and "Files: 2" in backup.stdout
+    assert "python3-fd: Successfully loaded module with name reference_tree" in backup.stdout
+    trace = (workdir / "jobs" / "1" / "trace.jsonl").read_text().splitlines()
+    assert '["start_backup_file", 0]' in trace

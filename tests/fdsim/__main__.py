@@ -27,6 +27,8 @@ def _common(parser):
     parser.add_argument("--interpreter", default="auto",
                         choices=("auto", "sub-interpreter", "fresh-import"))
     parser.add_argument("--client", default="fdsim-fd")
+    parser.add_argument("--lean", action="store_true",
+                        help="the FD keeps its job records in files, not in memory")
     parser.add_argument("--fd-plugin-options", action="append", default=[], metavar="STRING",
                         help="a Job 'FD Plugin Options' string (repeatable)")
 
@@ -111,7 +113,7 @@ def main(argv=None):
     director = Director(args.workdir, bareos_version=args.bareos_version,
                         isolation="in-process" if args.in_process else "process",
                         interpreter=args.interpreter, c_locale=args.c_locale,
-                        client=args.client, debug_level=args.debug_level)
+                        client=args.client, debug_level=args.debug_level, lean=args.lean)
     if args.command == "restore":
         result = director.restore(
             jobid=args.jobid, where=args.where, regexwhere=args.regexwhere,

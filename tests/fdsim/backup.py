@@ -128,7 +128,7 @@ class _Saver(object):
                 self.save_plugin_file(sp)
             rc = self.plugin.end_backup_file()
             if rc in (MORE, OK) and name is not None:
-                core.seen.add(name)
+                core.mark_seen(name)
             if rc != MORE:
                 return
 

@@ -8,6 +8,7 @@ since time from the same Job name; deleted records have FileIndex 0, are listed
 but hidden from restores and from later accurate lists.
 """
 import fnmatch
+import itertools
 import json
 import sqlite3
 
@@ -143,15 +144,19 @@ class Catalog(object):
     # --- files -----------------------------------------------------------------------
 
     def add_files(self, rows):
-        if not rows:
+        """Insert file rows (dicts with the same keys): any iterable, consumed one
+        row at a time in one transaction."""
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
             return
-        names = sorted(rows[0])
+        names = sorted(first)
         db = self._connect()
         try:
             with db:
                 db.executemany("INSERT INTO file (%s) VALUES (%s)" % (
                     ", ".join(names), ", ".join("?" for _ in names)),
-                    [[row[n] for n in names] for row in rows])
+                    ([row[n] for n in names] for row in itertools.chain([first], rows)))
         finally:
             db.close()
 

@@ -11,6 +11,7 @@ import stat as st
 from . import constants as C
 from . import native
 from . import python_fd
+from . import records
 from . import standin
 from . import structmember as sm
 from .versions import BareosVersion
@@ -40,23 +41,44 @@ class PluginCore(object):
         self.files = 0
         self.bytes = 0
         self.crash = None
-        self.log = []
-        self.debug = []
-        self.trace_entries = []
-        self.events = []
-        self.warnings = []
         self.fileset_calls = []
         self.where = _fd_where(spec)
         self.accurate = {}
         if spec.get("accurate_list_path"):
             self.accurate = _load_accurate(spec["accurate_list_path"])
+        # The seen marks of accurate mode: catalog names only, like the FD's bitmap
+        # over its accurate list (other names are never asked about).
         self.seen = set()
-        self.module = standin.build_module(self.version, self)
-        self.types = {name: getattr(self.module, name) for name in (
-            "StatPacket", "SavePacket", "RestorePacket", "IoPacket", "AclPacket",
-            "XattrPacket", "RestoreObject")}
-        self.plugin = python_fd.PythonFdPlugin(self)
         self._instance_marker = None
+        self.records_dir = spec.get("records_dir")
+        if self.records_dir:  # lean mode: the records go to files as the job runs
+            self._records = {name: records.RecordFile(records.record_path(
+                self.records_dir, name)) for name in records.NAMES}
+        else:
+            self._records = {name: [] for name in records.NAMES}
+        self.log = self._records["log"]
+        self.debug = self._records["debug"]
+        self.trace_entries = self._records["trace"]
+        self.events = self._records["events"]
+        self.warnings = self._records["warnings"]
+        try:
+            if self.records_dir:
+                for record in self._records.values():
+                    record.open()
+            self.module = standin.build_module(self.version, self)
+            self.types = {name: getattr(self.module, name) for name in (
+                "StatPacket", "SavePacket", "RestorePacket", "IoPacket", "AclPacket",
+                "XattrPacket", "RestoreObject")}
+            self.plugin = python_fd.PythonFdPlugin(self)
+        except BaseException:
+            self.close_records()
+            raise
+
+    def close_records(self):
+        """Close the record files of a lean job (nothing to do for lists)."""
+        if self.records_dir:
+            for record in self._records.values():
+                record.close()
 
     # --- status ---------------------------------------------------------------------
 
@@ -180,7 +202,7 @@ class PluginCore(object):
                 raise TypeError("bad argument type for built-in operation")
             if not self.spec.get("accurate"):
                 return ERROR
-            self.seen.add(value)
+            self.mark_seen(value)
             return OK
         if self.version.since_api:
             if var == v["bVarSinceTime"]:
@@ -252,7 +274,7 @@ class PluginCore(object):
                 self.seen.clear()
         elif fname is not None:
             if set_seen:
-                self.seen.add(fname)
+                self.mark_seen(fname)
             else:
                 self.seen.discard(fname)
         else:
@@ -317,15 +339,22 @@ class PluginCore(object):
             self.crash = ("SIGSEGV in Py_EndInterpreter: " + self.plugin.crash_at_job_end)
 
     def result(self):
-        return {
+        """The job's outcome for the Director; a lean job's records are in their
+        files, its lists here empty."""
+        result = {
             "jobid": self.jobid, "kind": self.kind, "level": self.level,
             "status": self.status(), "files": self.files, "bytes": self.bytes,
-            "errors": self.job_errors,
-            "log": self.log, "debug": self.debug, "trace": self.trace_entries,
-            "events": self.events, "warnings": self.warnings,
-            "fileset_calls": self.fileset_calls, "crashed": self.crash,
-            "bareos_version": str(self.version),
+            "errors": self.job_errors, "fileset_calls": self.fileset_calls,
+            "crashed": self.crash, "bareos_version": str(self.version),
         }
+        for name, record in self._records.items():
+            result[name] = [] if self.records_dir else record
+        return result
+
+    def mark_seen(self, name):
+        """accurate_mark_file_as_seen: a name outside the accurate list has no bit."""
+        if name in self.accurate:
+            self.seen.add(name)
 
 
 def _module_text(text):

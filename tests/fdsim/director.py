@@ -18,6 +18,7 @@ from collections import namedtuple
 from . import catalog as catalog_module
 from . import constants as C
 from . import jobrun
+from . import records
 from . import volume
 from .native import STAT_FIELDS
 from .restore import WhereError, parse_regexwhere
@@ -200,6 +201,17 @@ class FileDaemon(object):
             raise FdsimError("the FD process is gone")
         return waiter["reply"]["rss_kib"]
 
+    def reset_peak_rss(self):
+        """Start the FD process's peak RSS (VmHWM) afresh (Linux 4.0+)."""
+        with open("/proc/%d/clear_refs" % self.pid, "w") as f:
+            f.write("5")
+
+    def peak_rss_kib(self):
+        """The FD process's peak RSS (VmHWM) in KiB: since it started or since
+        :meth:`reset_peak_rss`."""
+        from .fdprocess import status_kib
+        return status_kib("VmHWM", self.pid)
+
     def exit_status(self):
         """The FD process's exit status once it has ended, else None."""
         if self._process is not None:
@@ -254,12 +266,15 @@ class Director(object):
     ``"auto"`` (sub-interpreter where the Python offers one, else fresh import),
     ``"sub-interpreter"`` or ``"fresh-import"``.  ``c_locale``: start FD processes
     under the C locale.  ``clock``: the Director's time source (job start times,
-    hence since times).
+    hence since times).  ``lean``: the FD keeps no record per file in its
+    process -- job log, debug output, trace, events and warnings go to files in
+    the job's directory (:mod:`fdsim.records`), which the :class:`JobResult`
+    reads back when iterated.
     """
 
     def __init__(self, workdir, bareos_version=23, isolation="process", interpreter="auto",
                  c_locale=False, python=None, plugin_directory=_DEFAULT, client="fdsim-fd",
-                 clock=None, debug_level=0):
+                 clock=None, debug_level=0, lean=False):
         self.version = BareosVersion(bareos_version)
         if isolation not in ("process", "in-process"):
             raise ValueError("isolation: expected 'process' or 'in-process', got %r"
@@ -281,6 +296,7 @@ class Director(object):
         self.client = client
         self.clock = clock or time.time
         self.debug_level = debug_level
+        self.lean = bool(lean)
         self.catalog = catalog_module.Catalog(os.path.join(self.workdir, "catalog.sqlite"))
 
     def file_daemon(self, **overrides):
@@ -362,41 +378,11 @@ class Director(object):
         return self._run(spec, notes, fd, wait, self._catalog_backup)
 
     def _catalog_backup(self, spec, raw):
-        rows = []
-        objects = []
-        start_offset = None
-        cmd = None
-        path = spec["volume"]
-        if not os.path.exists(path):
+        if not os.path.exists(spec["volume"]):
             return
-        # A killed FD may leave its last record half-written; what came before counts.
-        for record in volume.read_records(path, torn_tail=bool(raw.get("crashed"))):
-            if record.stream == C.STREAM_PLUGIN_NAME:
-                if record.plugin_name_start is not None:
-                    start_offset, cmd = record.offset, record.plugin_name_start
-            elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
-                attrs = record.attributes()
-                kind = attrs["type"]
-                # Directories are cataloged under their link, as given (§2.1, §13).
-                name = volume.stored_name(attrs)
-                if not name:
-                    # The row stays, nameless, and later accurate lists send it (§13).
-                    _director_error(raw, "Path length is zero" + (
-                        " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
-                        else ""))
-                deleted = kind == C.FT["FT_DELETED"]
-                row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
-                       "path": name, "type": kind, "deleted": int(deleted),
-                       "fname": attrs["fname"], "link": attrs["link"],
-                       "linkfi": attrs["link_fi"], "cmd": cmd, "vol_offset": start_offset}
-                row.update((f, attrs["stat"][f]) for f in STAT_FIELDS)
-                rows.append(row)
-            elif record.stream == C.STREAM_RESTORE_OBJECT:
-                obj = record.attributes()
-                objects.append((spec["jobid"], obj["object_index"], obj["object_name"],
-                                bytes.fromhex(obj["object"]), obj["object_len"],
-                                obj["object_type"], obj["plugin_name"]))
-        self.catalog.add_files(rows)
+        objects = []
+        # Streamed into the catalog: a job of a million files is no list here.
+        self.catalog.add_files(_volume_rows(spec, raw, objects))
         self.catalog.add_restore_objects(objects)
 
     # --- restore ---------------------------------------------------------------------------
@@ -504,6 +490,11 @@ class Director(object):
             fd = self.file_daemon()
         try:
             spec["instances_dir"] = os.path.join(fd.state_dir, "instances")
+            if self.lean:
+                spec["records_dir"] = job_dir
+                log = records.RecordFile(records.record_path(job_dir, "log"))
+                for entry in notes:  # the job log starts with the Director's lines
+                    log.append(entry)
             with open(spec_path, "w") as f:
                 json.dump(spec, f, indent=1)
             done = fd.submit(spec_path)
@@ -538,7 +529,14 @@ class Director(object):
                 fd.wedged = raw["crashed"]
             else:
                 raise FdsimInternalError("job %d: %s" % (spec["jobid"], raw["internal_error"]))
-        raw["log"] = notes + raw["log"]
+        if spec.get("records_dir"):
+            for name in records.NAMES:
+                kept = records.RecordFile(records.record_path(spec["records_dir"], name))
+                for entry in raw[name]:  # what the result carries in lists: a lost FD's log
+                    kept.append(entry)
+                raw[name] = kept
+        else:
+            raw["log"] = notes + raw["log"]
         if catalog_hook is not None:
             catalog_hook(spec, raw)
         if raw["crashed"]:
@@ -572,6 +570,40 @@ class Director(object):
                 statuses[status] = statuses.get(status, 0) + 1
             after = fd.rss_kib()
         return MemoryReport(jobs, before, after, (after - before) / float(jobs), statuses)
+
+
+def _volume_rows(spec, raw, objects):
+    """The catalog rows of a backup's volume, one by one; its restore objects go
+    to ``objects``, the Director's errors about nameless entries into ``raw``."""
+    start_offset = None
+    cmd = None
+    # A killed FD may leave its last record half-written; what came before counts.
+    for record in volume.read_records(spec["volume"], torn_tail=bool(raw.get("crashed"))):
+        if record.stream == C.STREAM_PLUGIN_NAME:
+            if record.plugin_name_start is not None:
+                start_offset, cmd = record.offset, record.plugin_name_start
+        elif record.stream == C.STREAM_UNIX_ATTRIBUTES:
+            attrs = record.attributes()
+            kind = attrs["type"]
+            # Directories are cataloged under their link, as given (§2.1, §13).
+            name = volume.stored_name(attrs)
+            if not name:
+                # The row stays, nameless, and later accurate lists send it (§13).
+                _director_error(raw, "Path length is zero" + (
+                    " (directory %s)" % attrs["fname"] if kind == C.FT["FT_DIREND"]
+                    else ""))
+            deleted = kind == C.FT["FT_DELETED"]
+            row = {"jobid": spec["jobid"], "fileindex": 0 if deleted else record.file_index,
+                   "path": name, "type": kind, "deleted": int(deleted),
+                   "fname": attrs["fname"], "link": attrs["link"],
+                   "linkfi": attrs["link_fi"], "cmd": cmd, "vol_offset": start_offset}
+            row.update((f, attrs["stat"][f]) for f in STAT_FIELDS)
+            yield row
+        elif record.stream == C.STREAM_RESTORE_OBJECT:
+            obj = record.attributes()
+            objects.append((spec["jobid"], obj["object_index"], obj["object_name"],
+                            bytes.fromhex(obj["object"]), obj["object_len"],
+                            obj["object_type"], obj["plugin_name"]))
 
 
 def _strings(value):

@@ -21,11 +21,17 @@ from . import jobrun
 
 def rss_kib():
     """Resident set size of this process in KiB (Linux /proc)."""
-    with open("/proc/self/status") as status:
+    return status_kib("VmRSS")
+
+
+def status_kib(field, pid="self"):
+    """A KiB field of /proc/PID/status (``VmRSS``, ``VmHWM`` ...)."""
+    path = "/proc/%s/status" % pid
+    with open(path) as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise OSError("VmRSS missing from /proc/self/status")
+    raise OSError("%s missing from %s" % (field, path))
 
 
 class JobRunner(object):

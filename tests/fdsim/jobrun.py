@@ -202,15 +202,18 @@ def run_job_file(spec_path, shared):
         interpreter = (SharedInterpreter if shared else OwnInterpreter)(
             spec.get("plugin_directory"))
         core = core_module.PluginCore(spec, interpreter)
-        structmember.warning_observer = _observe_warning
-        interpreter.attach(core)
-        standin.activate(core)
         try:
-            _drive(core)
+            structmember.warning_observer = _observe_warning
+            interpreter.attach(core)
+            standin.activate(core)
+            try:
+                _drive(core)
+            finally:
+                standin.activate(None)
+                interpreter.detach(core)
+            threads_left = 0 if shared else _end_interpreter(core)
         finally:
-            standin.activate(None)
-            interpreter.detach(core)
-        threads_left = 0 if shared else _end_interpreter(core)
+            core.close_records()
         result = core.result()
         result["threads_left"] = threads_left
         result["interpreter"] = interpreter.mode

@@ -3,6 +3,7 @@ from collections import namedtuple
 
 from .core import STATUS_TEXT
 from .python_fd import MODULE_PREFIX
+from .records import RecordFile
 
 LogEntry = namedtuple("LogEntry", "type text")
 DebugEntry = namedtuple("DebugEntry", "level text")
@@ -22,6 +23,10 @@ class JobResult(object):
     generated and whether Python received it; ``warnings`` the warnings the
     simulated C code emitted (what a real FD prints on stderr).  ``crashed`` is the
     reason a real FD would have crashed (and wedged), else None.
+
+    Those five are lists; for a lean job (``Director(lean=True)``) they are
+    :class:`fdsim.records.RecordFile` objects of the same entries, read from the job's
+    files when iterated (``len`` works, indexing does not).
     """
 
     def __init__(self, raw, job_row):
@@ -34,12 +39,12 @@ class JobResult(object):
         self.files = raw["files"]
         self.bytes = raw["bytes"]
         self.errors = raw["errors"]
-        self.log = [LogEntry(*entry) for entry in raw["log"]]
-        self.debug = [DebugEntry(*entry) for entry in raw["debug"]]
-        self.trace = [TraceEntry(entry[0], entry[1], entry[2] if len(entry) > 2 else {})
-                      for entry in raw["trace"]]
-        self.events = [EventEntry(*entry) for entry in raw["events"]]
-        self.warnings = [WarningEntry(*entry) for entry in raw["warnings"]]
+        self.log = _entries(raw["log"], lambda entry: LogEntry(*entry))
+        self.debug = _entries(raw["debug"], lambda entry: DebugEntry(*entry))
+        self.trace = _entries(raw["trace"], lambda entry: TraceEntry(
+            entry[0], entry[1], entry[2] if len(entry) > 2 else {}))
+        self.events = _entries(raw["events"], lambda entry: EventEntry(*entry))
+        self.warnings = _entries(raw["warnings"], lambda entry: WarningEntry(*entry))
         self.crashed = raw["crashed"]
         self.fileset_calls = raw["fileset_calls"]
         self.bareos_version = raw["bareos_version"]
@@ -100,3 +105,10 @@ class JobResult(object):
     def __repr__(self):
         return "<JobResult %s %d %s files=%d bytes=%d>" % (self.kind, self.jobid, self.status,
                                                            self.files, self.bytes)
+
+
+def _entries(record, entry):
+    """A record of the raw result as entries: a list, or a lean job's file."""
+    if isinstance(record, RecordFile):
+        return RecordFile(record.path, entry)
+    return [entry(item) for item in record]
