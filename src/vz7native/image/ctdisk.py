@@ -30,8 +30,8 @@ import tempfile
 from vz7native.image.descriptor import SECTOR_SIZE
 from vz7native.paths import fspath, show
 from vz7native.image.errors import ImageError, ToolError, TreeDoesNotFit
-from vz7native.image.writer import (DEFAULT_CLUSTER_SIZE, InPlaceImage, check_cluster_size,
-                                    data_ranges)
+from vz7native.image.writer import (DEFAULT_CLUSTER_SIZE, READ_CHUNK, InPlaceImage,
+                                    check_cluster_size, data_ranges)
 
 FS_BLOCK_SIZE = 4096
 # Enough for the GPT, one cluster of alignment and a small ext4 with a journal.
@@ -53,7 +53,6 @@ MKFS_FEATURES = "^metadata_csum"
 FILL_OPTIONS = "rw,nosuid,nodev,noexec,noload,barrier=0,nodelalloc,noinit_itable"
 # How long the kernel may take to let go of the loop device after the unmount.
 LOOP_RELEASE_TIMEOUT = 10.0
-COPY_CHUNK = 4 << 20
 _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -223,14 +222,15 @@ def new_ct_image(size, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
 
 def _copy_data(source, target, offset, size):
     """The data of sparse file ``source`` (holes skipped) into ``target`` at
-    ``offset`` onwards."""
+    ``offset`` onwards. (Not treecopy.copy_data: restore=ct runs this inside the
+    file daemon, which must not load the walker; and that one keeps offsets.)"""
     source_fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         target_fd = os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             for start, end in data_ranges(source_fd, size):
                 while start < end:
-                    data = os.pread(source_fd, min(end - start, COPY_CHUNK), start)
+                    data = os.pread(source_fd, min(end - start, READ_CHUNK), start)
                     if not data:
                         break
                     os.pwrite(target_fd, data, offset + start)  # a regular file: whole

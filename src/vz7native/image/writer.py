@@ -143,11 +143,16 @@ def _new_image_paths(target_dir, image_name):
     return target_dir, dd, image
 
 
-def _new_header(size, cluster_size, version, what):
-    """The header of a new delta for a disk of ``size`` bytes (``what`` names it)."""
+def _check_format(version, cluster_size):
+    """ValueError unless a new delta can have ``version`` and ``cluster_size``."""
     if version not in (1, 2):
         raise ValueError("version must be 1 or 2, not %r" % (version,))
     check_cluster_size(cluster_size)
+
+
+def _new_header(size, cluster_size, version, what):
+    """The header of a new delta for a disk of ``size`` bytes (``what`` names it);
+    ``version`` and ``cluster_size`` passed :func:`_check_format`."""
     header = Header.for_disk(size, cluster_size, version)
     if version == 1 and header.first_block_offset + header.size > \
             V1_MAX_SECTORS * SECTOR_SIZE:
@@ -201,9 +206,7 @@ def import_raw(raw_disk, target_dir, version=1, cluster_size=DEFAULT_CLUSTER_SIZ
     descriptor path. Nothing is left behind on failure; existing files are
     never overwritten.
     """
-    if version not in (1, 2):
-        raise ValueError("version must be 1 or 2, not %r" % (version,))
-    check_cluster_size(cluster_size)
+    _check_format(version, cluster_size)
     raw_disk = fspath(raw_disk)
     target_dir, dd, image = _new_image_paths(target_dir, image_name)
 
@@ -279,6 +282,7 @@ class InPlaceImage(object):
 
     def __init__(self, target_dir, size, version=1, cluster_size=DEFAULT_CLUSTER_SIZE,
                  image_name=b"root.hds"):
+        _check_format(version, cluster_size)
         if size <= 0 or size % cluster_size:
             raise ValueError("size must be a positive multiple of the cluster size (%d), "
                              "not %r" % (cluster_size, size))
