@@ -184,7 +184,9 @@ class TreeWriter(object):
             try:
                 return self._create(parent, name, names, kind, mode, rdev, target, link_to)
             except FileExistsError:
-                pass
+                # A hard link's source walked the chain away and back: the
+                # directory's fd may have another number now.
+                parent = self._dir(names[:-1], create=True)
             try:
                 existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
