@@ -225,3 +225,32 @@ def test_bad_input(site, options, message):
         assert part in fatal[0], fatal
     assert "regexwhere" not in fatal[0]
     assert not os.path.exists(site.inside("tmp", "bad-%d" % n))
+
+
+def open_paths(pid):
+    fds = "/proc/%d/fd" % pid
+    paths = []
+    for name in os.listdir(fds):
+        try:
+            paths.append(os.readlink(os.path.join(fds, name)))
+        except FileNotFoundError:
+            pass
+    return paths
+
+
+def test_the_fd_holds_nothing_open_in_the_container_after_restores(site):
+    """The data fd of each file stays open until its attributes are set: none
+    may outlive its file, whether restored, kept by the replace policy or
+    refused on a planted symlink."""
+    root = os.fsdecode(site.ct.root)
+    os.makedirs(site.inside("tmp", "held", "srv"))
+    os.symlink(os.path.join(site.canary, "etc"), site.inside("tmp", "held", "etc"))
+    with site.director.file_daemon() as fd:
+        jobs = [site.restore(regexwhere=site.regexwhere("held"), fd=fd),
+                site.restore(regexwhere=site.regexwhere("held"), replace="never", fd=fd)]
+        held = [path for path in open_paths(fd.pid) if path.startswith(root + "/")]
+    assert held == []
+    assert jobs[0].status == "W", jobs[0].report()      # etc: a symlink in the way
+    assert jobs[1].status == "T" and jobs[1].plugin_messages("M_SKIPPED"), jobs[1].report()
+    assert os.path.isfile(site.inside("tmp", "held", "srv", "ping"))
+    site.assert_canary_intact()

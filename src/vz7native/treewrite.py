@@ -2,8 +2,8 @@
 
     >>> writer = TreeWriter(b"/vz/root/101", replace="always")
     >>> placed = writer.place(b"tmp/restore/etc/hosts", 0o100644)
-    >>> os.write(placed.fd, data); writer.close_data(placed)
-    >>> writer.set_attributes(placed, attrs, xattrs=[(b"user.a", b"1")], acls={})
+    >>> os.write(placed.fd, data)
+    >>> writer.set_attributes(placed, attrs, xattrs=[(b"user.a", b"1")], acls={})  # closes fd
     >>> problems = writer.finish()       # directory times and inode flags
     >>> writer.close()
 
@@ -20,9 +20,11 @@ path must never make the restore write outside that tree. So:
   (``openat(O_CREAT|O_EXCL|O_NOFOLLOW)``, ``mkdirat``, ``mknodat``,
   ``symlinkat``, ``linkat`` without ``AT_SYMLINK_FOLLOW``); what was in the way is
   removed (``unlinkat``) as the replace policy allows;
-* attributes are changed on the very inode that was created: an ``O_PATH`` fd
-  opened without following, checked by device and inode number, used through
-  ``/proc/self/fd/N`` (owner, mode, xattrs, ACLs, times); symlinks through
+* attributes are changed on the very inode that was created (owner, mode,
+  xattrs, ACLs, times): through a new regular file's own data fd, kept open for
+  this; otherwise an fd opened without following and checked by device and
+  inode number (a directory fd, or for FIFOs, devices and hard links an
+  ``O_PATH`` fd used through ``/proc/self/fd/N``); symlinks through
   ``fchownat``/``utimensat`` with ``AT_SYMLINK_NOFOLLOW``.
 
 The order makes the result exact: owner first (``chown`` clears set-id bits and
@@ -289,6 +291,20 @@ class TreeWriter(object):
                             show(placed.path))
         return parent, fd
 
+    def _attribute_fd(self, placed):
+        """(fd, what the attribute calls take) on the inode of ``placed``, not a
+        symlink: the data fd of a new regular file (opened ``O_EXCL`` on the
+        inode itself), an fd on a directory, else an ``O_PATH`` fd used through
+        its ``/proc`` name (the f* calls refuse ``O_PATH`` fds)."""
+        if placed.fd is not None:
+            fd, placed.fd = placed.fd, None
+            return fd, fd
+        if placed.kind == stat.S_IFDIR:
+            fd = self._open_placed(placed, _DIR_FLAGS)[1]
+            return fd, fd
+        fd = self._open_placed(placed, _PATH_FLAGS)[1]
+        return fd, _proc(fd)
+
     def set_attributes(self, placed, attrs, xattrs=(), acls=None):
         """Owner, mode, xattrs, ACLs and times of ``placed`` (directory times and
         inode flags wait for :meth:`finish`).
@@ -296,8 +312,8 @@ class TreeWriter(object):
         ``attrs`` has ``uid``, ``gid``, ``mode``, ``atime_ns``, ``mtime_ns`` and
         ``flags`` (-1: unknown); ``xattrs`` (name, value) bytes pairs; ``acls``
         ``{ACL_ACCESS or ACL_DEFAULT: value}`` -- an ACL not in it is removed
-        (one inherited from a default ACL of the directory)."""
-        self.close_data(placed)
+        (one inherited from a default ACL of the directory). A regular file's
+        data fd, when still open, is used and closed here."""
         acls = acls or {}
         problems = []
 
@@ -322,9 +338,8 @@ class TreeWriter(object):
             finally:
                 os.close(fd)
         else:
-            _, fd = self._open_placed(placed, _PATH_FLAGS)
+            fd, where = self._attribute_fd(placed)
             try:
-                where = _proc(fd)
                 attempt("owner", os.chown, where, attrs.uid, attrs.gid)
                 for acl in (ACL_ACCESS, ACL_DEFAULT) if placed.kind == stat.S_IFDIR else (
                         ACL_ACCESS,):

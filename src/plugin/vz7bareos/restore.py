@@ -15,8 +15,9 @@ for every type; IO_OPEN then comes for each entry, and only regular files get
 data: through the core (do_io_in_core, Bareos 22+) unless the file is sparse,
 whose data the plugin writes itself leaving runs of zeros unwritten (Bareos
 sends a block that is partly zeros whole). Attributes are set at
-``end_restore_file``, after the data is closed and the ACL and XATTR streams are
-in; directory times and inode flags at the end of the job.
+``end_restore_file``, once the data is written (IO_CLOSE) and the ACL and XATTR
+streams are in, through the data fd, which is closed then; directory times and
+inode flags at the end of the job.
 """
 import errno
 import json
@@ -144,7 +145,7 @@ class RestoreJob(object):
 
     def create_file(self, rp):
         b = self.bareosfd
-        self.entry = None
+        self._drop_entry()
         rp.create_status = b.CF_SKIP
         if not self._ready():
             return b.bRC_OK
@@ -392,9 +393,10 @@ class RestoreJob(object):
                         entry.shown, "sparse" if entry.sparse else "no do_io_in_core"))
                 return b.bRC_OK
             if func == b.IO_CLOSE:
+                # The fd stays open: end_restore_file sets the attributes through it.
                 iop.status = 0
                 if fd is not None:
-                    self._close_data(entry, fd)
+                    self._check_size(entry, fd)
                 return b.bRC_OK
             if fd is None:
                 raise OSError(errno.EBADF, "no data expected for this entry")
@@ -441,7 +443,7 @@ class RestoreJob(object):
                 _write_all(fd, data[run:end], position + run)
         entry.position = position + len(data)
 
-    def _close_data(self, entry, fd):
+    def _check_size(self, entry, fd):
         st = os.fstat(fd)
         if st.st_size < entry.size:
             if entry.sparse or not self.job.io_in_core:
@@ -451,7 +453,6 @@ class RestoreJob(object):
             else:
                 self.job.error("%s is incomplete: %d of %d bytes" % (
                     entry.shown, st.st_size, entry.size))
-        entry.writer.close_data(entry.placed)
 
     # -- ACL and xattrs -------------------------------------------------------------------
 
@@ -480,11 +481,17 @@ class RestoreJob(object):
         return self.bareosfd.bRC_OK
 
     def set_file_attributes(self, restorepkt):
-        # Attributes wait for end_restore_file: the data fd is still open here and
-        # the ACL and XATTR streams (with the exact attributes) come after.
+        # Attributes wait for end_restore_file: the ACL and XATTR streams (with
+        # the exact attributes) come after this.
         return self.bareosfd.bRC_OK
 
     # -- end of a file, end of the job ---------------------------------------------------------
+
+    def _drop_entry(self):
+        """Forget an entry that end_restore_file never ended, closing its data fd."""
+        entry, self.entry = self.entry, None
+        if entry is not None and entry.placed is not None:
+            entry.writer.close_data(entry.placed)
 
     def end_restore_file(self):
         entry, self.entry = self.entry, None
@@ -503,6 +510,9 @@ class RestoreJob(object):
         except (OSError, RestoreError) as e:
             if not self._disk_full(e):
                 self.job.error("cannot restore %s: %s" % (entry.shown, _reason(e)))
+        finally:
+            if entry.placed is not None:
+                entry.writer.close_data(entry.placed)
         return self.bareosfd.bRC_OK
 
     def end_restore_job(self):
