@@ -69,3 +69,28 @@ def test_the_plugin_imports_no_ctypes_into_the_daemon():
             "bad = [m for m in ('ctypes', 'pyudev', 'uuid', 'fuse', 'mfusepy') if m in sys.modules]\n"
             "assert not bad, bad\n" % PLUGIN_DIR)
     subprocess.check_call([sys.executable, "-c", code])
+
+
+def test_a_restore_keeps_the_plugin_line_it_gets_with_every_file_once():
+    """python3-fd hands the backup's Plugin= line to parse_plugin_definition
+    again for each restored file: a restore of a million files must not keep a
+    million copies of it, and options given at restore time still come first."""
+    from fdsim import standin
+    from fdsim.versions import BareosVersion
+    from vz7bareos import options
+    from vz7bareos.plugin import Job
+
+    bareosfd = standin.build_module(BareosVersion(23), context=object())
+    values = {bareosfd.bVarVersion: "23.0.0", bareosfd.bVarJobId: 7,
+              bareosfd.bVarJobName: "restore"}
+    bareosfd.GetValue = values.get
+    bareosfd.RegisterEvents = lambda events: None
+    job = Job(bareosfd)
+    job.phase = "restore"
+    assert job.parse_plugin_definition("restore=ct:new_name=copy") == bareosfd.bRC_OK
+    backup_line = "name=web01:restore=files:"
+    for _ in range(1000):
+        assert job.parse_plugin_definition(backup_line) == bareosfd.bRC_OK
+    assert len(job.option_strings) == 2
+    merged = options.merge(*job.option_strings)
+    assert (merged["restore"], merged["new_name"], merged["name"]) == ("ct", "copy", "web01")

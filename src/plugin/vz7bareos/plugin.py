@@ -69,6 +69,7 @@ class Job(object):
         self.fileset_lines = []
         self.job_options = []
         self.option_strings = []
+        self._parsed = {}           # text -> its items, each text once in option_strings
         self.pending_line = None
         self.current = None
         self.failed = False
@@ -145,12 +146,17 @@ class Job(object):
     # -- options and events -----------------------------------------------------------------
 
     def parse_plugin_definition(self, text):
-        try:
-            items = options.parse(text)
-        except options.OptionError as e:
-            self.fatal(str(e))
-            return self.bareosfd.bRC_Error
-        self.option_strings.append(items)
+        # A restore sends the backup's Plugin= line again with every file: parsed
+        # once, kept once (the first value of a key wins, so a repeat adds nothing).
+        items = self._parsed.get(text)
+        if items is None:
+            try:
+                items = options.parse(text)
+            except options.OptionError as e:
+                self.fatal(str(e))
+                return self.bareosfd.bRC_Error
+            self._parsed[text] = items
+            self.option_strings.append(items)
         if self.phase == "fileset":
             self.fileset_lines.append(items)
         elif self.phase == "job-options":
