@@ -144,35 +144,33 @@ class RestoreJob(object):
     # -- create_file --------------------------------------------------------------------
 
     def create_file(self, rp):
-        b = self.bareosfd
         self._drop_entry()
-        rp.create_status = b.CF_SKIP
+        rp.create_status = self._create(rp)     # one assignment: each costs a conversion
+        return self.bareosfd.bRC_OK
+
+    def _create(self, rp):
+        """The create_status for ``rp``: CF_EXTRACT once the entry exists."""
+        b = self.bareosfd
         if not self._ready():
-            return b.bRC_OK
-        ofname = rp.ofname
-        shown = names.shown(ofname)
+            return b.CF_SKIP
         try:
             if self.settings.restore == "ct":
                 entry = self._ct_entry(rp)
             else:
                 entry = self._files_entry(rp)
-            if entry is None:
-                return b.bRC_OK
-            if not self._place(rp, entry):
-                return b.bRC_OK
+            if entry is None or not self._place(rp, entry):
+                return b.CF_SKIP
         except RestoreRefused as e:
             self.job.fatal(str(e))
-            return b.bRC_OK
+            return b.CF_SKIP
         except (OSError, RestoreError, names.EscapeError) as e:
             if self._disk_full(e):
-                return b.bRC_OK
-            self.job.error("cannot restore %s: %s" % (shown, _reason(e)))
+                return b.CF_SKIP
+            self.job.error("cannot restore %s: %s" % (names.shown(rp.ofname), _reason(e)))
             # not counted as restored: the Director's file count then warns (job W)
-            rp.create_status = b.CF_ERROR
-            return b.bRC_OK
+            return b.CF_ERROR
         self.entry = entry
-        rp.create_status = b.CF_EXTRACT
-        return b.bRC_OK
+        return b.CF_EXTRACT
 
     def _ct_entry(self, rp):
         original = self._original_name(rp.ofname, rp.where,
@@ -311,9 +309,9 @@ class RestoreJob(object):
     def _place(self, rp, entry):
         """Create the entry (devices wait for their exact rdev); False if skipped."""
         b = self.bareosfd
-        statp = rp.statp
+        statp = entry.statp
         kind = rp.type
-        mode = statp.st_mode
+        mode = entry.mode
         link_to = target = None
         if kind == b.FT_LNKSAVED:
             link_to = self._link_source(rp, entry)
@@ -342,9 +340,9 @@ class RestoreJob(object):
             self._skipped(entry, placed)
             return False
         entry.placed = placed
-        entry.sparse = (placed.fd is not None and statp.st_blocks * 512 < statp.st_size)
+        entry.sparse = (placed.fd is not None and statp.st_blocks * 512 < entry.size)
         if placed.fd is not None and entry.progress is not None:
-            entry.progress.bytes += statp.st_size
+            entry.progress.bytes += entry.size
         return True
 
     def _link_source(self, rp, entry):
@@ -384,11 +382,12 @@ class RestoreJob(object):
         fd = entry.placed.fd if entry is not None and entry.placed is not None else None
         try:
             if func == b.IO_OPEN:
-                iop.status = 0
                 if fd is not None and self.job.io_in_core and not entry.sparse:
                     iop.filedes = fd
                     iop.status = b.iostat_do_in_core
-                elif fd is not None:
+                    return b.bRC_OK
+                iop.status = 0
+                if fd is not None:
                     self.job.debug("%s: data written by the plugin (%s)" % (
                         entry.shown, "sparse" if entry.sparse else "no do_io_in_core"))
                 return b.bRC_OK
