@@ -341,7 +341,9 @@ int vz7n_set_fslabel(struct ploop_create_param *param, char *label);
 int vz7n_set_snapshot_cbt(struct ploop_snapshot_param *param, char *cbt_uuid);
 int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
         const char *mount_point, char *out, int len);
-void vz7n_clear_last_error(void);
+void vz7n_clear_messages(void);
+int vz7n_capture_devmapper(const char *owner);
+const char *vz7n_devmapper_text(void);
 const char *vz7n_library_path(void);
 void vz7n_serial_lock(void);
 void vz7n_serial_unlock(void);
@@ -349,6 +351,8 @@ void vz7n_serial_unlock(void);
 
 SOURCE_TEMPLATE = r"""
 #include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <pthread.h>
 #include <ploop/libploop.h>
@@ -427,13 +431,71 @@ int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
 #endif
 }
 
+/* What libdevmapper said during the current call, per thread like libploop's
+ * own text. libdevmapper prints to stderr unless its user registers a log
+ * function, and libploop 7.x (which links it) registers none. */
+#define VZ7N_DM_TEXT_SIZE 1024
+#define VZ7N_DM_LEVEL_MASK 0x7f     /* without the _LOG_STDERR/_LOG_ONCE flags */
+#define VZ7N_DM_LOG_WARN 4          /* syslog-like: fatal 2, error 3, warning 4 */
+static __thread char vz7n_dm_text[VZ7N_DM_TEXT_SIZE];
+
+typedef void (*vz7n_dm_log_fn)(int level, const char *file, int line,
+        int dm_errno_or_class, const char *format, ...);
+
+/* Keeps warnings and errors (what libdevmapper's default prints), one per
+ * line, in vz7n_dm_text; cut at its size. */
+static void vz7n_dm_log(int level, const char *file, int line,
+        int dm_errno_or_class, const char *format, ...)
+{
+    size_t used = strlen(vz7n_dm_text);
+    va_list args;
+
+    (void)file; (void)line; (void)dm_errno_or_class;
+    if ((level & VZ7N_DM_LEVEL_MASK) > VZ7N_DM_LOG_WARN || used + 2 >= sizeof(vz7n_dm_text))
+        return;
+    if (used > 0)
+        vz7n_dm_text[used++] = '\n';
+    va_start(args, format);
+    vsnprintf(vz7n_dm_text + used, sizeof(vz7n_dm_text) - used, format, args);
+    va_end(args);
+}
+
+/* Route the messages of the libdevmapper that the loaded library `owner` (a
+ * path, as the loader opened it) depends on into vz7n_dm_text. 1 when
+ * installed, 0 when `owner` uses no libdevmapper (libploop 1.15). The log
+ * function is libdevmapper's process-wide setting. */
+int vz7n_capture_devmapper(const char *owner)
+{
+    void *handle;
+    void (*init)(vz7n_dm_log_fn);
+
+    if (owner == NULL || owner[0] == '\0')
+        return 0;
+    handle = dlopen(owner, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == NULL)
+        return 0;
+    /* A handle's lookup covers the library and what it depends on. */
+    *(void **)&init = dlsym(handle, "dm_log_with_errno_init");
+    if (init != NULL)
+        init(vz7n_dm_log);
+    dlclose(handle);
+    return init != NULL;
+}
+
+const char *vz7n_devmapper_text(void)
+{
+    return vz7n_dm_text;
+}
+
 /* libploop keeps its last error text per thread and never clears it on
- * success; emptying it before a call tells a fresh message from a stale one. */
-void vz7n_clear_last_error(void)
+ * success; emptying it (and what libdevmapper said) before a call tells a
+ * fresh message from a stale one. */
+void vz7n_clear_messages(void)
 {
     char *buf = (char *)ploop_get_last_error();
     if (buf != NULL)
         buf[0] = '\0';
+    vz7n_dm_text[0] = '\0';
 }
 
 /* The file libploop was loaded from, as the loader opened it ("" if unknown). */
