@@ -54,7 +54,7 @@ import threading
 
 from vz7native import _check_build
 from vz7native._ploop import ffi, lib
-from vz7native.paths import DESCRIPTOR_NAME, descriptor_path, fspath
+from vz7native.paths import DESCRIPTOR_NAME, PLOOP_MINOR, descriptor_path, fspath
 
 SECTOR_SIZE = 512
 PATH_BUFFER_SIZE = 4096
@@ -462,6 +462,12 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
     ``version`` 1 or 2 (None: libploop's choice); ``cluster_size`` in bytes
     (None: 1 MiB); ``fslabel`` needs libploop 7.x.
     Returns the descriptor's path. On failure nothing is left behind.
+
+    A filesystem without the kernel driver is refused before libploop runs:
+    when 7.x cannot set up the new image's device, its clean-up unmounts
+    whatever is mounted from the first block device in ``/sys/block`` (it
+    looks the device up by an empty name). Where the driver is loaded but the
+    device setup fails all the same, that clean-up still runs.
     """
     func = "create_image"
     if fmt not in MODES:
@@ -495,6 +501,9 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
         label = ffi.new("char[]", fslabel.encode("utf-8"))
         if lib.vz7n_set_fslabel(param, label) != 0:
             raise _param_error(func, "filesystem labels need libploop 7.x")
+    if fstype is not None and not os.path.exists(PLOOP_MINOR):
+        raise error_for(lib.SYSEXIT_DEVICE, func, "a filesystem needs the ploop kernel "
+                        "driver (%s is missing)" % PLOOP_MINOR, image)
     lock_file = dd + b".lck"
     had_lock_file = os.path.lexists(lock_file)
     try:
