@@ -14,7 +14,8 @@ the header from ``/opt/x/include`` and the library from ``/opt/x/lib64`` or
 ``VZ7NATIVE_PLOOP_INCLUDE`` and ``VZ7NATIVE_PLOOP_LIBDIR`` set either part
 alone. Before building, a small program is linked against the chosen header and
 library and asked which library file the loader takes: a library that lacks
-what the header declares stops the build here, not at import.
+what the header declares stops the build here, not at import, with the
+header's version and the library file (and its version) named.
 
 ``make_walk_ffibuilder`` builds ``vz7native._walk``, the directory walker's
 core (getdents64 + fstatat). It neither includes the libploop header nor links
@@ -149,13 +150,32 @@ def _compiler():
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
 
 
-def probe_library(include_dir, library_dir, features):
+def header_version(features):
+    """"7.0.x" for a header that declares ploop_read_dd, else "1.x"."""
+    return "7.0.x" if features["VZ7N_HAVE_READ_DD"] else "1.x"
+
+
+def _linked_file(trace):
+    """The libploop file in the linker's --trace output, or None."""
+    match = re.search(r"(/[^\s()]*libploop\.so[^\s()]*)", trace)
+    return os.path.normpath(match.group(1)) if match else None
+
+
+def _without_trace(output):
+    """The linker's messages without the file names --trace listed (GNU ld
+    prints "/path" or, before 2.28, "-lname (/path)")."""
+    return "\n".join(line for line in output.splitlines()
+                     if line.strip() and not re.match(r"^(-l\S+ \()?/\S+\)?$", line))
+
+
+def probe_library(header_path, library_dir, features):
     """Link and load a program against the chosen header and libploop; return
     the path of the libploop file the loader takes (as it opened it).
 
     Stops the build when the library lacks a function the header declares (a
-    7.0.x header in front of a 1.15 library, say), naming where it looked.
+    7.0.x header in front of a 1.15 library, say), naming both.
     """
+    include_dir = os.path.dirname(os.path.dirname(header_path))
     work = tempfile.mkdtemp(prefix="vz7native-probe-")
     try:
         source, program = os.path.join(work, "probe.c"), os.path.join(work, "probe")
@@ -165,16 +185,26 @@ def probe_library(include_dir, library_dir, features):
         argv += ["-D%s=%d" % (k, v) for k, v in sorted(features.items())]
         if library_dir is not None:
             argv += ["-L", library_dir, "-Wl,-rpath," + library_dir]
-        argv += shlex.split(os.environ.get("LDFLAGS", "")) + ["-lploop"]
+        # --trace: the linker names the files it takes, libploop's among them.
+        argv += shlex.split(os.environ.get("LDFLAGS", "")) + ["-Wl,--trace", "-lploop"]
         link = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True)
         if link.returncode != 0:
+            linked = _linked_file(link.stdout)
+            if linked is None:
+                library = "the libploop %s" % ("in " + library_dir if library_dir
+                                                else "of the linker's default search")
+            else:
+                version = library_version(linked)
+                library = "%s (%s)" % (linked, "libploop " + version if version
+                                       else os.path.basename(os.path.realpath(linked)))
             raise SystemExit(
-                "vz7native build: the libploop found %s does not match %s/%s (%s):\n%s\n"
-                "Build against the library that belongs to this header: set "
-                "VZ7NATIVE_PLOOP_PREFIX (or VZ7NATIVE_PLOOP_LIBDIR) to where it is installed."
-                % ("in " + library_dir if library_dir else "by the linker's default search",
-                   include_dir, HEADER_NAME, " ".join(argv), link.stdout.strip()))
+                "vz7native build: %s is a libploop %s header, but %s lacks what it "
+                "declares:\n%s\n(%s)\nBuild against the library that belongs to this "
+                "header: set VZ7NATIVE_PLOOP_PREFIX (or VZ7NATIVE_PLOOP_LIBDIR) to where "
+                "it is installed."
+                % (header_path, header_version(features), library,
+                   _without_trace(link.stdout), " ".join(argv)))
         # glibc's loader lists what it would load and exits (what ldd does).
         trace = subprocess.run([program], env=dict(os.environ, LD_TRACE_LOADED_OBJECTS="1"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -311,7 +341,9 @@ int vz7n_set_fslabel(struct ploop_create_param *param, char *label);
 int vz7n_set_snapshot_cbt(struct ploop_snapshot_param *param, char *cbt_uuid);
 int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
         const char *mount_point, char *out, int len);
-void vz7n_clear_last_error(void);
+void vz7n_clear_messages(void);
+int vz7n_capture_devmapper(const char *owner);
+const char *vz7n_devmapper_text(void);
 const char *vz7n_library_path(void);
 void vz7n_serial_lock(void);
 void vz7n_serial_unlock(void);
@@ -319,6 +351,8 @@ void vz7n_serial_unlock(void);
 
 SOURCE_TEMPLATE = r"""
 #include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <pthread.h>
 #include <ploop/libploop.h>
@@ -397,13 +431,71 @@ int vz7n_get_partition(struct ploop_disk_images_data *di, const char *device,
 #endif
 }
 
+/* What libdevmapper said during the current call, per thread like libploop's
+ * own text. libdevmapper prints to stderr unless its user registers a log
+ * function, and libploop 7.x (which links it) registers none. */
+#define VZ7N_DM_TEXT_SIZE 1024
+#define VZ7N_DM_LEVEL_MASK 0x7f     /* without the _LOG_STDERR/_LOG_ONCE flags */
+#define VZ7N_DM_LOG_WARN 4          /* syslog-like: fatal 2, error 3, warning 4 */
+static __thread char vz7n_dm_text[VZ7N_DM_TEXT_SIZE];
+
+typedef void (*vz7n_dm_log_fn)(int level, const char *file, int line,
+        int dm_errno_or_class, const char *format, ...);
+
+/* Keeps warnings and errors (what libdevmapper's default prints), one per
+ * line, in vz7n_dm_text; cut at its size. */
+static void vz7n_dm_log(int level, const char *file, int line,
+        int dm_errno_or_class, const char *format, ...)
+{
+    size_t used = strlen(vz7n_dm_text);
+    va_list args;
+
+    (void)file; (void)line; (void)dm_errno_or_class;
+    if ((level & VZ7N_DM_LEVEL_MASK) > VZ7N_DM_LOG_WARN || used + 2 >= sizeof(vz7n_dm_text))
+        return;
+    if (used > 0)
+        vz7n_dm_text[used++] = '\n';
+    va_start(args, format);
+    vsnprintf(vz7n_dm_text + used, sizeof(vz7n_dm_text) - used, format, args);
+    va_end(args);
+}
+
+/* Route the messages of the libdevmapper that the loaded library `owner` (a
+ * path, as the loader opened it) depends on into vz7n_dm_text. 1 when
+ * installed, 0 when `owner` uses no libdevmapper (libploop 1.15). The log
+ * function is libdevmapper's process-wide setting. */
+int vz7n_capture_devmapper(const char *owner)
+{
+    void *handle;
+    void (*init)(vz7n_dm_log_fn);
+
+    if (owner == NULL || owner[0] == '\0')
+        return 0;
+    handle = dlopen(owner, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == NULL)
+        return 0;
+    /* A handle's lookup covers the library and what it depends on. */
+    *(void **)&init = dlsym(handle, "dm_log_with_errno_init");
+    if (init != NULL)
+        init(vz7n_dm_log);
+    dlclose(handle);
+    return init != NULL;
+}
+
+const char *vz7n_devmapper_text(void)
+{
+    return vz7n_dm_text;
+}
+
 /* libploop keeps its last error text per thread and never clears it on
- * success; emptying it before a call tells a fresh message from a stale one. */
-void vz7n_clear_last_error(void)
+ * success; emptying it (and what libdevmapper said) before a call tells a
+ * fresh message from a stale one. */
+void vz7n_clear_messages(void)
 {
     char *buf = (char *)ploop_get_last_error();
     if (buf != NULL)
         buf[0] = '\0';
+    vz7n_dm_text[0] = '\0';
 }
 
 /* The file libploop was loaded from, as the loader opened it ("" if unknown). */
@@ -446,7 +538,7 @@ def make_ffibuilder():
         raise SystemExit("vz7native build: no SYSEXIT_* codes in %s" % header_path)
     flavor = "vz7" if features["VZ7N_HAVE_READ_DD"] else "openvz"
     library_dir = find_library_dir()
-    linked_library = probe_library(include_dir, library_dir, features)
+    linked_library = probe_library(header_path, library_dir, features)
 
     ffibuilder = FFI()
     ffibuilder.cdef(CDEF_TEMPLATE % {"sysexit": ", ".join(names)})
@@ -456,7 +548,7 @@ def make_ffibuilder():
             "package_version": _c_string(_package_version()),
             "header_path": _c_string(header_path),
             "flavor": flavor,
-            "header_version": "7.0.x" if flavor == "vz7" else "1.x",
+            "header_version": header_version(features),
             "library_dir": _c_string(library_dir or ""),
             "linked_library": _c_string(linked_library),
             "libploop_version": _c_string(library_version(linked_library)),

@@ -170,13 +170,23 @@ def test_build_refuses_a_library_that_lacks_what_the_header_declares(tmp_path):
                    "void ploop_free_diskdescriptor(struct ploop_disk_images_data *di);\n")
     (tmp_path / "ploop").mkdir()
     (tmp_path / "ploop" / "libploop.h").write_text(header)
+    env = _build_env(VZ7NATIVE_PLOOP_INCLUDE=str(tmp_path))
+    if vz7native.build_info()["library_dir"]:   # this build's library, not the system's
+        env["VZ7NATIVE_PLOOP_LIBDIR"] = vz7native.build_info()["library_dir"]
     proc = subprocess.run([sys.executable, "-c", "import build_ffi; build_ffi.make_ffibuilder()"],
-                          cwd=ROOT, env=_build_env(VZ7NATIVE_PLOOP_INCLUDE=str(tmp_path)),
+                          cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode != 0
-    assert "does not match %s/ploop/libploop.h" % tmp_path in proc.stderr
-    assert "VZ7NATIVE_PLOOP_PREFIX" in proc.stderr
+    # Both are named: the header with its version, the library file with its own.
+    info = vz7native.build_info()
+    flavour = "1.x" if info["read_dd"] else "7.0.x"
+    assert "%s/ploop/libploop.h is a libploop %s header" % (tmp_path, flavour) in proc.stderr
+    named = re.search(r"header, but (/\S+) \(libploop ([0-9.]+)\) lacks", proc.stderr)
+    assert named is not None, proc.stderr
+    assert os.path.realpath(named.group(1)) == os.path.realpath(info["library"])
+    assert named.group(2) == info["libploop_version"]
     assert "undefined reference" in proc.stderr
+    assert "VZ7NATIVE_PLOOP_PREFIX" in proc.stderr
 
 
 def test_build_against_a_libploop_in_another_prefix(tmp_path):

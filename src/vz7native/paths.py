@@ -6,6 +6,8 @@ walker's callers, the plugin) shares one definition.
 import os
 
 DESCRIPTOR_NAME = b"DiskDescriptor.xml"
+# Where the ploop kernel driver hands out device minors: there when it is loaded.
+PLOOP_MINOR = "/proc/vz/ploop_minor"
 
 
 def fspath(path):

@@ -29,6 +29,12 @@ Hazards of libploop handled here, once:
   buffer a call uses is held by a local variable until the call returns.
 * The module is loaded once per Bareos job in a fresh sub-interpreter: nothing
   is kept on ``ffi``/``lib``, functions are reached as ``lib.name``.
+* libploop 7.x drives device-mapper (``create_image`` with a filesystem,
+  mounts), and libdevmapper prints to stderr (in the file daemon: the daemon's)
+  unless a log function is registered; libploop registers none. The binding
+  registers one in the libdevmapper libploop uses (a process-wide setting of
+  that library): warnings and errors are kept per thread and put into the
+  failing call's error as ``devmapper``, the rest is dropped.
 
 What 7.0.x does that 1.15 does not, and no setting of libploop changes:
 
@@ -38,10 +44,6 @@ What 7.0.x does that 1.15 does not, and no setting of libploop changes:
   and :meth:`Disk.filesystem_info` (both mount the disk when it is not).
   Read-only mounts, mounts with a component name, snapshots and the lookups
   leave the format alone.
-* Its device-mapper calls (``create_image`` with a filesystem, mounts) let
-  libdevmapper print to the process's stderr even with console logging off:
-  libploop offers no setting for it. In the Bareos file daemon that is the
-  daemon's stderr.
 """
 import collections
 import contextlib
@@ -52,7 +54,7 @@ import threading
 
 from vz7native import _check_build
 from vz7native._ploop import ffi, lib
-from vz7native.paths import DESCRIPTOR_NAME, descriptor_path, fspath
+from vz7native.paths import DESCRIPTOR_NAME, PLOOP_MINOR, descriptor_path, fspath
 
 SECTOR_SIZE = 512
 PATH_BUFFER_SIZE = 4096
@@ -77,6 +79,8 @@ _LOCATION_PREFIX = re.compile(r"^Error in \S+ \([^)]*\): ")
 _check_build("vz7native._ploop", ffi, lib)
 # libploop prints to the console by default on 1.15; never inside a daemon.
 lib.ploop_set_verbose_level(lib.PLOOP_LOG_NOCONSOLE)
+# Nor libdevmapper (7.x): its messages go into the error of the call instead.
+lib.vz7n_capture_devmapper(lib.vz7n_library_path())
 
 
 def build_info():
@@ -108,31 +112,39 @@ class PloopError(Exception):
 
     Attributes: ``code`` (the SYSEXIT number, or what the call returned),
     ``name`` (``"SYSEXIT_..."``), ``message`` (libploop's text for this call, may
-    be empty), ``func`` (the libploop function or our method) and ``path`` (the
-    image or descriptor concerned, ``bytes`` or None).
+    be empty), ``func`` (the libploop function or our method), ``path`` (the
+    image or descriptor concerned, ``bytes`` or None) and ``devmapper`` (what
+    libdevmapper reported during the call, one message a line; 7.x only).
     """
 
     sysexit = None
 
-    def __init__(self, code, name, message, func, path=None):
-        super(PloopError, self).__init__(code, name, message, func, path)
+    def __init__(self, code, name, message, func, path=None, devmapper=""):
+        super(PloopError, self).__init__(code, name, message, func, path, devmapper)
         self.code = code
         self.name = name
         self.message = message
         self.func = func
         self.path = path
+        self.devmapper = devmapper
+
+    def _text(self, message):
+        text = message or "no message from libploop"
+        if self.devmapper:
+            text += " [device-mapper: %s]" % "; ".join(self.devmapper.splitlines())
+        return text
 
     @property
     def detail(self):
-        """The message without 1.15's "Error in func (file.c:NN): " prefix."""
-        return _LOCATION_PREFIX.sub("", self.message) or "no message from libploop"
+        """The message without 1.15's "Error in func (file.c:NN): " prefix
+        (and libdevmapper's, if any, after it)."""
+        return self._text(_LOCATION_PREFIX.sub("", self.message))
 
     def __str__(self):
         where = self.func
         if self.path is not None:
             where += "(%s)" % os.fsdecode(self.path)
-        return "%s: %s (%s)" % (where, self.message or "no message from libploop",
-                                self.name)
+        return "%s: %s (%s)" % (where, self._text(self.message), self.name)
 
 
 class CreateError(PloopError):
@@ -325,10 +337,10 @@ def sysexit_name(code):
     return _ERRORS[code][0] if code in _ERRORS else "rc=%d" % code
 
 
-def error_for(code, func, message="", path=None):
+def error_for(code, func, message="", path=None, devmapper=""):
     """Build the PloopError subclass that matches ``code``."""
     name, cls = _ERRORS.get(code, ("rc=%d" % code, PloopError))
-    return cls(code, name, message, func, path)
+    return cls(code, name, message, func, path, devmapper)
 
 
 def _param_error(func, message, path=None):
@@ -363,14 +375,16 @@ def _call(func, *args, **kw):
     ok = kw.pop("ok", (0,))
     fn = getattr(lib, func)
     with _SERIALISED if kw.pop("serial", True) else _FREE:
-        lib.vz7n_clear_last_error()
+        lib.vz7n_clear_messages()
         rc = fn(*args)
-        message = ffi.string(lib.ploop_get_last_error()) if rc not in ok else b""
+        if rc not in ok:
+            message = ffi.string(lib.ploop_get_last_error())
+            devmapper = ffi.string(lib.vz7n_devmapper_text())
     if rc in ok:
         return rc
     text = message.decode("utf-8", "replace")
     _log.debug("%s failed with %s: %s", func, sysexit_name(rc), text)
-    raise error_for(rc, func, text, path)
+    raise error_for(rc, func, text, path, devmapper.decode("utf-8", "replace"))
 
 
 # ----------------------------------------------------------------------------
@@ -448,6 +462,12 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
     ``version`` 1 or 2 (None: libploop's choice); ``cluster_size`` in bytes
     (None: 1 MiB); ``fslabel`` needs libploop 7.x.
     Returns the descriptor's path. On failure nothing is left behind.
+
+    A filesystem without the kernel driver is refused before libploop runs:
+    when 7.x cannot set up the new image's device, its clean-up unmounts
+    whatever is mounted from the first block device in ``/sys/block`` (it
+    looks the device up by an empty name). Where the driver is loaded but the
+    device setup fails all the same, that clean-up still runs.
     """
     func = "create_image"
     if fmt not in MODES:
@@ -481,6 +501,9 @@ def create_image(path, size, fmt="expanded", fstype=None, version=None,
         label = ffi.new("char[]", fslabel.encode("utf-8"))
         if lib.vz7n_set_fslabel(param, label) != 0:
             raise _param_error(func, "filesystem labels need libploop 7.x")
+    if fstype is not None and not os.path.exists(PLOOP_MINOR):
+        raise error_for(lib.SYSEXIT_DEVICE, func, "a filesystem needs the ploop kernel "
+                        "driver (%s is missing)" % PLOOP_MINOR, image)
     lock_file = dd + b".lck"
     had_lock_file = os.path.lexists(lock_file)
     try:

@@ -60,7 +60,7 @@ from vz7native.host import RUNNING, HostError, register_container
 from vz7native.host.conf import normalize_uuid
 from vz7native.host.containers import conf_path
 from vz7native.image.ctdisk import FILL_OPTIONS, MIN_DISK_SIZE
-from vz7native.paths import show
+from vz7native.paths import PLOOP_MINOR, show
 from vz7native.session import Session
 from vz7native.treewrite import TreeWriter
 
@@ -72,7 +72,6 @@ STATE_NAME = b"state.json"
 STATE_VERSION = 1
 MOUNT_NAME = b"mnt"
 PRIVATE_NAME = b"private"
-PLOOP_MINOR = "/proc/vz/ploop_minor"
 _GIB = 1 << 30
 
 

@@ -32,9 +32,10 @@ binding), which leak memory per job in sub-interpreters
 """
 import os
 
+from vz7native.paths import PLOOP_MINOR
+
 BACKENDS = ("auto", "kernel", "portable")
 KERNEL_COMPONENT = "vz7native-ro"
-PLOOP_MINOR = "/proc/vz/ploop_minor"
 
 
 class MountError(Exception):
