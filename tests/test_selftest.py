@@ -115,6 +115,12 @@ def test_a_foreign_dir_is_refused_and_untouched(tmp_path, capsys):
     assert (target / "important").read_bytes() == b"keep me\n"
 
 
+def test_a_dir_that_cannot_go_on_path_is_refused(tmp_path):
+    with pytest.raises(selftest.DirectoryRefused, match="has a ':' in its path"):
+        selftest.run(str(tmp_path / "a:b"))
+    assert os.listdir(str(tmp_path)) == []
+
+
 def test_a_dir_inside_a_container_is_refused(tmp_path):
     with Sandbox.build(str(tmp_path / "host"), count=1, running=()) as box:
         inside = os.path.join(box.containers[0].private, b"selftest")

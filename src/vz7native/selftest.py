@@ -53,8 +53,8 @@ Every step reports its time and ``ok``, ``failed`` (with the error) or
 ``skipped`` (with why). What a step makes is registered on one ``ExitStack``
 the moment it exists and undone on every path (errors, Ctrl-C); then ``<dir>``
 is removed. ``<dir>`` must not exist, be empty, or hold the marker file of an
-earlier self-test with nothing mounted below it, and must lie apart from every
-container's private area and root.
+earlier self-test with nothing mounted below it, must lie apart from every
+container's private area and root, and must have no ``:`` in its path.
 """
 import collections
 import contextlib
@@ -390,9 +390,16 @@ def _job(run, command, *args):
 
 
 def _plugin_line(run):
+    """The FileSet's Plugin= string (a colon in a value written ``\\:``)."""
     options = [("module_path", os.fsdecode(run.plugin_dir)), ("module_name", PLUGIN_MODULE)]
     options += list(FILESET_OPTIONS) + [("host_root", os.fsdecode(run.sandbox.root))]
-    return "python3:" + ":".join("%s=%s" % item for item in options)
+    return "python3:" + ":".join("%s=%s" % (key, value.replace(":", "\\:"))
+                                 for key, value in options)
+
+
+_NS = 1000000000
+# What of describe()'s picture a catalog row's stat tells.
+_STAT_KEYS = ("kind", "mode", "uid", "gid", "mtime", "size", "rdev")
 
 
 class _CatalogStat(collections.namedtuple("_CatalogStat",
@@ -403,11 +410,6 @@ class _CatalogStat(collections.namedtuple("_CatalogStat",
     def of(cls, row):
         return cls(row["mode"], row["uid"], row["gid"], row["mtime"] * _NS, row["size"],
                    row["rdev"])
-
-
-_NS = 1000000000
-# What of describe()'s picture a catalog row's stat tells.
-_STAT_KEYS = ("kind", "mode", "uid", "gid", "mtime", "size", "rdev")
 
 
 def _backup(run):
@@ -608,6 +610,10 @@ def _mounts_under(directory):
 def _check_directory(directory, host):
     """Refuse a directory that is not ours or is near a container; True when it
     is to be made (it does not exist)."""
+    if os.pathsep.encode() in directory:
+        # The sandbox's prlctl in <dir>/bin goes on PATH, which cannot hold one.
+        raise DirectoryRefused("%s has a %r in its path: choose another directory" % (
+            show(directory), os.pathsep))
     for ct, path in _container_paths(host):
         if _inside(directory, path) or _inside(path, directory):
             raise DirectoryRefused("%s is on a path container %s uses (%s)" % (
