@@ -17,8 +17,11 @@ setup(
     long_description=README,
     long_description_content_type="text/markdown",
     python_requires=">=3.6",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
+    # The Bareos FD simulator of the tests ships as vz7native.fdsim: vz7ploop
+    # selftest runs the plugin through it on the host.
+    package_dir={"": "src", "vz7native.fdsim": "tests/fdsim"},
+    packages=find_packages("src") + ["vz7native.fdsim"],
+    package_data={"vz7native.fdsim": ["README.md", "plugins/*.py"]},
     setup_requires=["cffi>=1.12"],
     install_requires=["cffi>=1.12", "pyudev", "mfusepy"],
     cffi_modules=["build_ffi.py:make_ffibuilder", "build_ffi.py:make_walk_ffibuilder"],

@@ -1,9 +1,11 @@
 """``python -m fdsim``: backup and restore from the command line."""
+import json
 import os
 import subprocess
 import sys
 
-from fdsim.testing import PLUGIN_DIR
+from fdsim import constants as C
+from fdsim.testing import PLUGIN_DIR, virtual_plugin, write_plugin
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -70,3 +72,26 @@ def test_a_lean_backup_keeps_its_records_in_files(tmp_path):
     assert "python3-fd: Successfully loaded module with name reference_tree" in backup.stdout
     trace = (workdir / "jobs" / "1" / "trace.jsonl").read_text().splitlines()
     assert '["start_backup_file", 0]' in trace
+
+
+def test_json_reports_and_the_fd_plugin_directory(tmp_path):
+    """--json prints the job and the catalog rows as data; --plugin-directory is
+    on the job's path, as python3-fd puts the FD's Plugin Directory there."""
+    workdir = str(tmp_path / "fdsim")
+    line = write_plugin(tmp_path / "mine", "mine", virtual_plugin("pass"), files="/a,/b")
+    without = fdsim("backup", "--workdir", workdir, "--plugin", line, "--json")
+    assert without.returncode == 1
+    job = json.loads(without.stdout)
+    assert job["status"] == "f"
+    assert any(kind == "M_FATAL" and "No module named 'virtual'" in text
+               for kind, text in job["log"]), job
+
+    backup = fdsim("backup", "--workdir", workdir, "--plugin", line, "--json",
+                   "--plugin-directory", PLUGIN_DIR)
+    assert backup.returncode == 0, backup.stdout
+    job = json.loads(backup.stdout)
+    assert (job["jobid"], job["kind"], job["status"], job["files"], job["bytes"]) == \
+        (2, "backup", "T", 2, 12)
+    files = json.loads(fdsim("files", "--workdir", workdir, "--jobid", "2", "--json").stdout)
+    assert [(row["path"], row["type"], row["size"]) for row in files] == \
+        [("/a", C.FT["FT_REG"], 6), ("/b", C.FT["FT_REG"], 6)]

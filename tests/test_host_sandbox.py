@@ -188,3 +188,36 @@ def test_cleanup_leaves_other_mounts_alone(tmp_path):
         assert mounts_under(str(tmp_path)) == [os.fsencode(str(outside))]
     finally:
         subprocess.check_call(["umount", str(outside)])
+
+
+def test_the_sandbox_prlctl_registers_there_and_does_nothing_else(tmp_path):
+    """What the plugin's restore=ct runs as prlctl in the self-test: a container
+    restored into the sandbox gets its /etc/vz links; other commands and other
+    paths are refused without a change."""
+    with Sandbox.build(str(tmp_path / "host"), count=1, running=()) as box:
+        registers_only(box, tmp_path)
+
+
+def registers_only(box, tmp_path):
+    ct = box.containers[0]
+    links = box.registration_links(ct.ctid, ct.name)
+    for link in links:
+        os.unlink(link)
+    prlctl = box.write_prlctl(str(tmp_path / "bin"))
+
+    def run(*args):
+        return subprocess.run([prlctl] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True)
+
+    for args, status, said in (
+            (["list", "-a"], 2, "only 'register <private> [--preserve-uuid]' is served"),
+            (["register", "/vz/private/nosuch", "--preserve-uuid"], 1,
+             "no container in /vz/private/nosuch of the sandbox host %s" % box.root.decode())):
+        proc = run(*args)
+        assert (proc.returncode, said in proc.stdout) == (status, True), proc.stdout
+        assert not any(os.path.lexists(link) for link in links)
+    proc = run("register", box.host.view(ct.private).decode(), "--preserve-uuid")
+    assert proc.returncode == 0, proc.stdout
+    assert box.host.find(uuid=ct.uuid).name == ct.name
+    assert [os.readlink(link) for link in links] == [
+        box.host.view(ct.private) + b"/ve.conf", b"/etc/vz/conf/%s.conf" % ct.ctid.encode()]

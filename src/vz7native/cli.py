@@ -312,7 +312,7 @@ def cmd_selftest(args, _ploop):
 
     signal.signal(signal.SIGTERM, stop)
     log = (lambda text: sys.stderr.write(text)) if args.debug else None
-    report = selftest.run(args.dir, log=log)
+    report = selftest.run(args.dir, log=log, plugin_dir=args.plugin_dir)
     if args.json:
         _write(json.dumps(report.as_dict(), indent=2))
     else:
@@ -495,9 +495,13 @@ def build_parser():
     p = command("selftest", cmd_selftest,
                 "run every path of vz7native on a scratch image and a scratch sandbox "
                 "container in DIR (made and removed again): kernel mounts, snapshots, "
-                "merges, portable mounts, checks, a backup and a restore as a new container")
+                "merges, portable mounts, checks, and a backup and a restore as a new "
+                "container by the Bareos plugin through the FD simulator")
     p.add_argument("--dir", default="/vz/selftest",
                    help="scratch directory: must not exist or be empty (default /vz/selftest)")
+    p.add_argument("--plugin-dir", metavar="DIR",
+                   help="where the Bareos plugin is (default: src/plugin of a source "
+                        "checkout, else /usr/lib64/bareos/plugins, where the RPM puts it)")
     p.add_argument("--json", action="store_true")
     return parser
 

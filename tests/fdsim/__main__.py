@@ -1,4 +1,7 @@
-"""``python -m fdsim`` (with ``PYTHONPATH=tests``): run simulated Bareos jobs.
+"""Run simulated Bareos jobs from the command line.
+
+``python -m fdsim`` with ``PYTHONPATH=tests``, ``python -m vz7native.fdsim`` where
+vz7native is installed:
 
     python -m fdsim backup  --workdir W --plugin 'python3:module_path=...:module_name=...:k=v'
     python -m fdsim restore --workdir W [--jobid N] --where /tmp/restored
@@ -6,9 +9,11 @@
     python -m fdsim files   --workdir W --jobid N
     python -m fdsim memory  --workdir W --plugin ... --jobs 50
 
-Every job command prints the job report; the exit status is 0 for T/W jobs.
+Every job command prints the job report (``--json``: :meth:`JobResult.as_dict`);
+the exit status is 0 for T/W jobs.
 """
 import argparse
+import json
 import sys
 
 from . import constants as C
@@ -31,6 +36,8 @@ def _common(parser):
                         help="the FD keeps its job records in files, not in memory")
     parser.add_argument("--fd-plugin-options", action="append", default=[], metavar="STRING",
                         help="a Job 'FD Plugin Options' string (repeatable)")
+    parser.add_argument("--plugin-directory", metavar="DIR",
+                        help="the FD's Plugin Directory (default: WORKDIR/plugins)")
 
 
 def _backup_arguments(parser):
@@ -65,13 +72,17 @@ def _parse_fileset_options(items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fdsim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m %s" % __package__,
+                                     description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     backup = commands.add_parser("backup", help="run a backup job")
     _common(backup)
     _backup_arguments(backup)
     restore = commands.add_parser("restore", help="run a restore job")
     _common(restore)
+    for job in (backup, restore):
+        job.add_argument("--json", action="store_true",
+                         help="print the job as JSON (status, counts, job log)")
     restore.add_argument("--jobid", type=int, action="append",
                          help="restore from these backup jobs (default: most recent chain)")
     restore.add_argument("--fileset-name", default="fdsim-fileset")
@@ -89,6 +100,7 @@ def main(argv=None):
     files = commands.add_parser("files", help="list a job's file records")
     files.add_argument("--workdir", required=True)
     files.add_argument("--jobid", type=int, required=True)
+    files.add_argument("--json", action="store_true", help="print the catalog rows as JSON")
     memory = commands.add_parser("memory", help="RSS growth of one FD over many backups")
     _common(memory)
     _backup_arguments(memory)
@@ -104,6 +116,8 @@ def main(argv=None):
             for job in director.jobs():
                 print("%(jobid)5d %(type)s %(level)s %(status)s files=%(files)s bytes=%(bytes)s "
                       "%(job)s" % job)
+        elif args.json:
+            print(json.dumps(director.files(args.jobid)))
         else:
             for row in director.files(args.jobid):
                 print("%6d %-9s %s%s" % (row["fileindex"], C.FT_NAMES.get(row["type"], row["type"]),
@@ -113,7 +127,9 @@ def main(argv=None):
     director = Director(args.workdir, bareos_version=args.bareos_version,
                         isolation="in-process" if args.in_process else "process",
                         interpreter=args.interpreter, c_locale=args.c_locale,
-                        client=args.client, debug_level=args.debug_level, lean=args.lean)
+                        client=args.client, debug_level=args.debug_level, lean=args.lean,
+                        **({"plugin_directory": args.plugin_directory}
+                           if args.plugin_directory else {}))
     if args.command == "restore":
         result = director.restore(
             jobid=args.jobid, where=args.where, regexwhere=args.regexwhere,
@@ -136,7 +152,7 @@ def main(argv=None):
                       ", ".join("%s=%d" % item for item in sorted(report.statuses.items()))))
             return 0 if set(report.statuses) <= {"T", "W"} else 1
         result = director.backup(**backup_kwargs)
-    print(result.report(debug=args.debug_level > 0))
+    print(json.dumps(result.as_dict()) if args.json else result.report(debug=args.debug_level > 0))
     return 0 if result.ok else 1
 
 

@@ -9,6 +9,7 @@ selection, the catalog -- and the FD processes jobs run in.
 import itertools
 import json
 import os
+import site
 import subprocess
 import sys
 import threading
@@ -25,7 +26,27 @@ from .restore import WhereError, parse_regexwhere
 from .result import JobResult
 from .versions import BareosVersion
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The simulator runs as "fdsim" (from tests/) or "vz7native.fdsim" (installed):
+# its FD process is started under the same name.
+_PACKAGE = __package__
+
+
+def _top_directory():
+    """The directory holding the simulator's top-level package."""
+    path = os.path.dirname(os.path.abspath(__file__))
+    for _ in _PACKAGE.split("."):
+        path = os.path.dirname(path)
+    return path
+
+
+def _fd_python_path(inherited):
+    """PYTHONPATH of an FD process: the simulator's top directory first, unless
+    it is a site directory (ahead of the standard library it could shadow it)."""
+    top = _top_directory()
+    sites = set(getattr(site, "getsitepackages", lambda: [])())
+    sites.add(site.getusersitepackages())
+    paths = [p for p in inherited.split(os.pathsep) if p]
+    return os.pathsep.join(([] if top in sites else [top]) + paths)
 _DEFAULT = object()
 
 LEVELS = {"F": "F", "FULL": "F", "I": "I", "INCREMENTAL": "I", "D": "D", "DIFFERENTIAL": "D"}
@@ -97,14 +118,13 @@ class FileDaemon(object):
         command_read, command_write = os.pipe()
         reply_read, reply_write = os.pipe()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env["PYTHONPATH"] = _fd_python_path(env.get("PYTHONPATH", ""))
         if self.c_locale:
             env.update(C_LOCALE_ENV)
         self._log = open(os.path.join(self.state_dir, "fd.log"), "ab")
         try:
             self._process = subprocess.Popen(
-                [self.python, "-m", "fdsim.fdprocess", "--commands", str(command_read),
+                [self.python, "-m", _PACKAGE + ".fdprocess", "--commands", str(command_read),
                  "--replies", str(reply_write), "--interpreter", self.interpreter],
                 pass_fds=(command_read, reply_write), env=env, stdin=subprocess.DEVNULL,
                 stdout=self._log, stderr=self._log, cwd=self.state_dir)

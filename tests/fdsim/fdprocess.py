@@ -62,7 +62,7 @@ class JobRunner(object):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fdsim.fdprocess")
+    parser = argparse.ArgumentParser(prog="python -m %s.fdprocess" % __package__)
     parser.add_argument("--commands", type=int, required=True)
     parser.add_argument("--replies", type=int, required=True)
     parser.add_argument("--interpreter", default="auto")

@@ -64,11 +64,16 @@ def launch(spec_path, mode):
     package_dir = os.path.dirname(os.path.abspath(__file__))
     # The package is registered without running its __init__: that one imports
     # the Director side (sqlite3, subprocess), which a real FD never loads and
-    # which would show up in the per-job memory of the FD process.
-    code = ("import sys, types\nsys.path[:] = %r\n"
-            "package = types.ModuleType('fdsim')\npackage.__path__ = [%r]\n"
-            "sys.modules['fdsim'] = package\nfrom fdsim import jobrun\n"
-            "jobrun.run_job_file(%r, shared=False)\n" % (sys.path, package_dir, spec_path))
+    # which would show up in the per-job memory of the FD process. A parent
+    # package (vz7native for the installed simulator) is imported as it is.
+    parent, _, _ = __package__.rpartition(".")
+    code = ("import importlib, sys, types\nsys.path[:] = %r\n"
+            "%s"
+            "package = types.ModuleType(%r)\npackage.__path__ = [%r]\n"
+            "sys.modules[%r] = package\njobrun = importlib.import_module(%r)\n"
+            "jobrun.run_job_file(%r, shared=False)\n" % (
+                sys.path, "import %s\n" % parent if parent else "", __package__,
+                package_dir, __package__, __name__, spec_path))
     interp = _create(interpreters)
     try:
         failure = interpreters.run_string(interp, code)

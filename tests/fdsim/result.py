@@ -102,6 +102,16 @@ class JobResult(object):
                       for w in self.warnings]
         return "\n".join(lines)
 
+    def as_dict(self):
+        """The job's outcome as plain data: ``jobid``, ``kind``, ``level``, ``job``,
+        ``status``, ``status_text``, ``files``, ``bytes``, ``errors``, ``crashed``
+        and ``log`` (``[type, text]`` pairs)."""
+        facts = {key: getattr(self, key) for key in (
+            "jobid", "kind", "level", "job", "status", "status_text", "files", "bytes",
+            "errors", "crashed")}
+        facts["log"] = [[entry.type, entry.text] for entry in self.log]
+        return facts
+
     def __repr__(self):
         return "<JobResult %s %d %s files=%d bytes=%d>" % (self.kind, self.jobid, self.status,
                                                            self.files, self.bytes)

@@ -71,12 +71,12 @@ def register_container(private, timeout, ctid=None, dirs=None):
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        text = _text(_kill(proc))
+        text = _text(kill_group(proc))
         raise RegisterError("%s did not finish within %g s and was killed%s; register the "
                             "container with: %s" % (shown, timeout, _quoted(text), by_hand),
                             command, text)
     except BaseException:
-        _kill(proc)
+        kill_group(proc)
         raise
     text = _text(output)
     if proc.returncode != 0:
@@ -85,9 +85,10 @@ def register_container(private, timeout, ctid=None, dirs=None):
     return text
 
 
-def _kill(proc):
-    """Kill the command's process group, reap it, and return what it wrote. A
-    descendant that left the group may still hold the pipe: it is not waited for."""
+def kill_group(proc):
+    """Kill the process group of ``proc`` (a Popen started with
+    ``start_new_session``), reap it, and return what it wrote to its stdout pipe.
+    A descendant that left the group may still hold the pipes: it is not waited for."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -95,7 +96,9 @@ def _kill(proc):
     try:
         output, _ = proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
-        proc.stdout.close()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         proc.wait()
         output = b""
     return output

@@ -21,7 +21,9 @@ do not reach the image, which needs the ploop driver to be written live).
 ``register(private)`` registers a container restored into the sandbox as
 ``prlctl register`` does on a real host (the ``/etc/vz/conf`` and
 ``/etc/vz/names`` links), ``unregister(ctid, name)`` removes those links: no
-tool of the host is run.
+tool of the host is run. ``write_prlctl(bin_dir)`` writes a ``prlctl`` that
+does the same for another process (the Bareos plugin's restore=ct): with
+``bin_dir`` first in its ``PATH`` it registers in this sandbox and nowhere else.
 
 Everything is deterministic from ``seed``: UUIDs, names, tree contents, modes,
 owners, times. ``close()`` (or leaving the ``with`` block) unmounts what was staged;
@@ -30,8 +32,10 @@ touches mounts under ``root``). Needs root (device nodes, owners, mounts).
 """
 import os
 import random
+import shlex
 import shutil
 import subprocess
+import sys
 
 from vz7native import procfs
 from vz7native.host import Host, status
@@ -91,6 +95,13 @@ ORIGIN_SAMPLE="vswap.256MB"
 HOSTNAME="{name}.sandbox.example"
 NAME="{name}"
 VEID="{ctid}"
+"""
+
+
+PRLCTL_SCRIPT = """#!/bin/sh
+# prlctl of a sandbox VZ7 host (vz7native.host.sandbox): registers there as
+# prlctl register does on a real host; the host's own prlctl is not run.
+exec %(python)s -c 'import sys; from vz7native.host.sandbox import prlctl_main; sys.exit(prlctl_main(sys.argv[1:]))' %(root)s "$@"
 """
 
 
@@ -248,6 +259,16 @@ class Sandbox(object):
         config = read_conf(self.host.real(private + b"/ve.conf"))
         self._link(private, ctid, config.get("NAME"))
 
+    def write_prlctl(self, bin_dir):
+        """Write ``<bin_dir>/prlctl`` (returned): ``prlctl register <private>
+        [--preserve-uuid]`` registers in this sandbox (:func:`prlctl_main`), with
+        this Python and nothing of the host's; every other use fails."""
+        path = os.path.join(os.fsencode(bin_dir), b"prlctl")
+        script = PRLCTL_SCRIPT % {"python": shlex.quote(sys.executable),
+                                  "root": shlex.quote(os.fsdecode(self.root))}
+        _write(path, os.fsencode(script), 0o755)
+        return path
+
     def unregister(self, ctid, name):
         """Remove the registration links of container ``ctid`` called ``name``
         (those that are there); what :meth:`register` made."""
@@ -342,3 +363,25 @@ class Sandbox(object):
             return
         _write(path, b"%d\n%s\n" % (os.getpid() if pid is None else pid, operation.encode()))
 
+
+
+def prlctl_main(argv):
+    """What the ``prlctl`` of :meth:`Sandbox.write_prlctl` does: ``argv`` is the
+    sandbox root, then prlctl's arguments. Returns the exit status."""
+    root, args = argv[0], argv[1:]
+    if len(args) not in (2, 3) or args[0] != "register" or args[2:] not in ([], ["--preserve-uuid"]):
+        sys.stderr.write("prlctl of the sandbox host %s: only 'register <private> "
+                         "[--preserve-uuid]' is served, not %r\n" % (root, args))
+        return 2
+    sandbox = Sandbox(root)
+    private = os.fsencode(args[1])
+    if not os.path.exists(os.path.join(sandbox.root, MARKER)):
+        sys.stderr.write("prlctl: %s is not a sandbox host\n" % root)
+        return 1
+    if not os.path.isfile(sandbox.host.real(private.rstrip(b"/") + b"/ve.conf")):
+        sys.stderr.write("prlctl: no container in %s of the sandbox host %s\n"
+                         % (os.fsdecode(private), root))
+        return 1
+    sandbox.register(private)
+    print("The CT has been successfully registered.")
+    return 0
